@@ -1,0 +1,33 @@
+# Two commands do all the set-up on a fresh machine (Python >= 3.10 with venv):
+#   make run    create .venv, install kdlightning, run the main job on digits
+#   make test   create .venv, install kdlightning with its dev extras, run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+ARGS   ?=
+
+.PHONY: run test lint format clean
+
+# Re-install only when the project's dependencies change.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[dev]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(PY) -m kdlightning.train $(ARGS)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest $(ARGS)
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(VENV)/.installed
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+clean:
+	rm -rf $(VENV) logs .pytest_cache .ruff_cache

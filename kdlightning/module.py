@@ -1,0 +1,246 @@
+"""Lightning modules: ``DistillationModule`` (frozen teacher -> student) and ``ClassifierModule``.
+
+The math lives in ``kdlightning.losses``; this file only wires it to Lightning::
+
+    import lightning as L
+    from kdlightning import DistillationModule
+    module = DistillationModule(teacher, student, temperature=4.0, alpha=0.9)
+    L.Trainer(max_epochs=10).fit(module, datamodule)
+    module.student  # the plain nn.Module to deploy
+
+Metric keys are ``split/name``: ``train/loss``, ``val/acc``, ``test/teacher_acc``, ...
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from kdlightning.losses import check_alpha, check_temperature, distillation_terms, kd_loss
+
+__all__ = ["ClassifierModule", "DistillationModule", "default_optimizer"]
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+
+#: The optimizer used when none is given: AdamW, lr 1e-3, weight decay 1e-4.
+default_optimizer: OptimizerFactory = functools.partial(
+    torch.optim.AdamW, lr=1e-3, weight_decay=1e-4
+)
+
+
+def _infer_num_classes(model: nn.Module) -> int:
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(
+            "cannot infer the number of classes (the model has no nn.Linear layer); "
+            "pass num_classes=..."
+        )
+    return linears[-1].out_features
+
+
+class _SupervisedModule(L.LightningModule):
+    """Optimizer/scheduler wiring and per-split metrics shared by both modules."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        optimizer: OptimizerFactory | None,
+        scheduler: SchedulerFactory | None,
+    ) -> None:
+        super().__init__()
+        if int(num_classes) < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
+        self.num_classes = int(num_classes)
+        self.optimizer_factory = optimizer or default_optimizer
+        self.scheduler_factory = scheduler
+
+    def _accuracy(self) -> MulticlassAccuracy:
+        return MulticlassAccuracy(num_classes=self.num_classes, average="micro")
+
+    def trainable_module(self) -> nn.Module:  # the part the optimizer updates
+        raise NotImplementedError
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.trainable_module().parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        # "monitor" is only read by ReduceLROnPlateau-style schedulers.
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": "val/loss"},
+        }
+
+
+class ClassifierModule(_SupervisedModule):
+    """Trains one classifier on hard labels: the teacher, or the student-alone baseline.
+
+    Logs ``{train,val,test}/loss`` and ``{train,val,test}/acc``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        num_classes: int | None = None,
+    ) -> None:
+        super().__init__(num_classes or _infer_num_classes(model), optimizer, scheduler)
+        self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"])
+        self.model = model
+        # One metric object per split (a ModuleDict cannot use "train": nn.Module.train exists).
+        self.train_acc, self.val_acc, self.test_acc = (self._accuracy() for _ in range(3))
+
+    def trainable_module(self) -> nn.Module:
+        return self.model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def _step(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
+        x, y = batch
+        logits = self.model(x)
+        loss = F.cross_entropy(logits.float(), y)
+        acc = getattr(self, f"{split}_acc")
+        acc(logits, y)
+        on_step = split == "train"
+        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
+        self.log(f"{split}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+
+class DistillationModule(_SupervisedModule):
+    """Distills a frozen ``teacher`` into a trainable ``student``.
+
+    ``loss = alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)``
+    (see ``kdlightning.losses``). ``optimizer`` is a callable taking parameters, e.g.
+    ``functools.partial(torch.optim.SGD, lr=0.05)`` or a Hydra ``_partial_: true`` config;
+    default :data:`default_optimizer` (AdamW, lr 1e-3). ``scheduler`` optionally maps the
+    optimizer to an LR scheduler stepped every epoch.
+
+    The teacher is frozen: ``requires_grad=False``, eval mode even after ``module.train()``,
+    run under ``torch.no_grad()``, outside the optimizer and outside checkpoints. Reload with
+    ``DistillationModule.load_from_checkpoint(path, teacher=teacher, student=student)``.
+
+    Logs ``train/{loss,kd_loss,ce_loss,acc}`` and, on val and test, ``{split}/acc`` (student),
+    ``{split}/teacher_acc``, ``{split}/agreement`` (top-1 agreement with the teacher),
+    ``{split}/kd_loss`` and ``{split}/loss`` (student cross-entropy).
+    """
+
+    def __init__(
+        self,
+        teacher: nn.Module,
+        student: nn.Module,
+        temperature: float = 4.0,
+        alpha: float = 0.9,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        num_classes: int | None = None,
+    ) -> None:
+        super().__init__(num_classes or _infer_num_classes(student), optimizer, scheduler)
+        if teacher is student:
+            raise ValueError("teacher and student must be two different modules")
+        self.temperature = check_temperature(temperature)
+        self.alpha = check_alpha(alpha)
+        self.save_hyperparameters(ignore=["teacher", "student", "optimizer", "scheduler"])
+        self.teacher = teacher
+        self.student = student
+        self.teacher.requires_grad_(False)
+        self.teacher.eval()
+        self.train_acc = self._accuracy()
+        self.eval_metrics = nn.ModuleDict({s: self._eval_metrics() for s in ("val", "test")})
+
+    def _eval_metrics(self) -> nn.ModuleDict:
+        # A plain ModuleDict, not a MetricCollection: its compute groups could merge the three
+        # accuracies' states, which here are updated with different inputs.
+        return nn.ModuleDict(
+            {
+                "acc": self._accuracy(),
+                "teacher_acc": self._accuracy(),
+                "agreement": self._accuracy(),  # student predictions scored against the teacher's
+                "kd_loss": MeanMetric(),
+                "loss": MeanMetric(),
+            }
+        )
+
+    # --- the frozen teacher -------------------------------------------------------------------
+    def train(self, mode: bool = True) -> DistillationModule:
+        """Switch the student's mode; the teacher stays in eval mode whatever ``mode`` is."""
+        super().train(mode)
+        self.teacher.eval()  # BatchNorm statistics and dropout of the teacher must never move
+        return self
+
+    def trainable_module(self) -> nn.Module:
+        return self.student
+
+    @torch.no_grad()  # not inference_mode: its tensors cannot be saved for backward
+    def teacher_logits(self, x: Tensor) -> Tensor:
+        return self.teacher(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.student(x)
+
+    # --- steps ---------------------------------------------------------------------------------
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        t_logits = self.teacher_logits(x)
+        s_logits = self.student(x)
+        terms = distillation_terms(s_logits, t_logits, y, self.temperature, self.alpha)
+        self.log("train/loss", terms.loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/kd_loss", terms.kd, on_step=True, on_epoch=True)
+        self.log("train/ce_loss", terms.ce, on_step=True, on_epoch=True)
+        self.train_acc(s_logits, y)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return terms.loss
+
+    def _eval_step(self, batch: tuple[Tensor, Tensor], split: str) -> None:
+        x, y = batch
+        t_logits = self.teacher_logits(x)
+        s_logits = self.student(x)
+        m = self.eval_metrics[split]
+        m["acc"](s_logits, y)
+        m["teacher_acc"](t_logits, y)
+        m["agreement"](s_logits, t_logits.argmax(dim=-1))
+        n = y.shape[0]
+        m["kd_loss"](kd_loss(s_logits, t_logits, self.temperature), weight=n)
+        m["loss"](F.cross_entropy(s_logits.float(), y), weight=n)
+        for name, metric in m.items():
+            bar = name == "acc"
+            self.log(f"{split}/{name}", metric, on_step=False, on_epoch=True, prog_bar=bar)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    # --- checkpoints hold the student only -----------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith("teacher.")]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning calls this before load_state_dict: put the live teacher's tensors back so
+        # strict loading still checks every student key.
+        state = checkpoint["state_dict"]
+        for key, value in self.teacher.state_dict().items():
+            state[f"teacher.{key}"] = value
