@@ -62,3 +62,38 @@ FAST = ["debug=fast"]
 @pytest.fixture()
 def fast_overrides() -> list[str]:
     return list(FAST)
+
+
+CONF_DIR = REPO_ROOT / "conf"
+
+
+def compose(overrides: list[str] | None = None, output_dir: Path | None = None):
+    """Compose ``conf/train.yaml`` like ``python -m kdlightning.train`` would, in-process.
+
+    Sets Hydra's runtime config so that ``${hydra:runtime.output_dir}`` resolves.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf, open_dict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose("train", overrides=overrides or [], return_hydra_config=True)
+    out = str(output_dir or REPO_ROOT / "logs" / "compose-test")
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = out
+        cfg.hydra.runtime.cwd = str(REPO_ROOT)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    # The job itself gets the config without the hydra node, as under @hydra.main.
+    OmegaConf.set_readonly(cfg, False)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def config_options(group: str) -> list[str]:
+    """Names of the options in a config group folder, e.g. ``config_options('data')``."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))

@@ -1,0 +1,30 @@
+"""Every notebook in notebooks/ executes top to bottom without errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from conftest import REPO_ROOT, cli_env
+from nbclient import NotebookClient
+
+NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_executes(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in cli_env().items():  # the kernel imports this checkout
+        monkeypatch.setenv(key, value)
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={
+        "metadata": {"path": str(path.parent)}}).execute()  # fmt: skip
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    # the figures really rendered
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+
+
+def test_there_are_notebooks() -> None:
+    assert NOTEBOOKS
