@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import math
 import statistics
 import traceback
@@ -423,6 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="log the heatmap and tables to W&B (auto: when the jobs used logger=wandb)",
     )
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not args.sweep_dir.is_dir():
         parser.error(f"{str(args.sweep_dir)!r} is not a folder")
     report = write_report(args.sweep_dir)

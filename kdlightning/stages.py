@@ -58,7 +58,8 @@ def make_loggers(cfg: DictConfig, stage: str) -> list[Any]:
         # CSV and TensorBoard take the stage as the version sub-folder: <save_dir>/<name>/<stage>.
         extra = {"version": stage} if target.endswith(("CSVLogger", "TensorBoardLogger")) else {}
         if target.endswith("WandbLogger"):  # one W&B run per stage, grouped per sweep
-            extra = tracking.wandb_kwargs(cfg, lg_cfg, stage)
+            loggers.append(tracking.wandb_logger(cfg, lg_cfg, stage))
+            continue
         loggers.append(instantiate(lg_cfg, **extra))
     return loggers
 

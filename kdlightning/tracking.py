@@ -28,6 +28,7 @@ from urllib.parse import urlparse
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from kdlightning.compare import ROLES, ratios
@@ -93,18 +94,20 @@ def _job_context() -> tuple[str, str]:
     return f"run-{Path(hc.runtime.output_dir).name}", hc.job.override_dirname
 
 
-def wandb_kwargs(cfg: DictConfig, lg_cfg: DictConfig, stage: str) -> dict[str, Any]:
-    """Extra ``WandbLogger`` arguments for ``stage``: group, job_type, name and flat config."""
+def wandb_logger(cfg: DictConfig, lg_cfg: DictConfig, stage: str) -> Any:
+    """The ``logger.wandb`` entry as a ``WandbLogger`` for ``stage``: its own run, with the
+    sweep's group, ``job_type=stage`` and the job's whole resolved config, flat."""
     finish()  # WandbLogger would silently reuse a run still open from the previous stage
-    ensure_mode(lg_cfg.get("save_dir") or ".")
+    kwargs = OmegaConf.to_container(lg_cfg, resolve=True)
+    assert isinstance(kwargs, dict)
+    logger_cls = get_class(str(kwargs.pop("_target_")))
+    ensure_mode(kwargs.get("save_dir") or ".")
     group, label = _job_context()
-    config = flatten(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
-    return {
-        "group": lg_cfg.get("group") or group,
-        "job_type": stage,
-        "name": lg_cfg.get("name") or " ".join(p for p in (stage, label) if p),
-        "config": config,
-    }
+    kwargs["group"] = kwargs.get("group") or group
+    kwargs["name"] = kwargs.get("name") or " ".join(p for p in (stage, label) if p)
+    # Passed to wandb.init (hydra's instantiate() cannot: its own first parameter is "config").
+    kwargs["config"] = flatten(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    return logger_cls(job_type=stage, **kwargs)
 
 
 def summarize(loggers: list[Any], metrics: Mapping[str, Any]) -> None:
