@@ -211,7 +211,11 @@ def best_setting(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     candidates = [r for r in rows if not math.isnan(r["val_acc_mean"])]
     if not candidates:
         return None
-    return max(candidates, key=lambda r: (r["val_acc_mean"], -r["val_acc_std"], -rows.index(r)))
+    # Rounded: means of the same accuracies summed in another order must still tie.
+    return max(
+        candidates,
+        key=lambda r: (round(r["val_acc_mean"], 9), -round(r["val_acc_std"], 9), -rows.index(r)),
+    )
 
 
 def reference_accuracy(jobs: Iterable[Job], attr: str) -> tuple[float, float, int] | None:
