@@ -3,15 +3,18 @@
     python -m kdlightning.train                                  # digits, CPU, ~1 minute
     python -m kdlightning.train kd.temperature=8 kd.alpha=0.5    # any value from the CLI
     python -m kdlightning.train teacher.checkpoint=PATH          # reuse a trained teacher
+    python -m kdlightning.train cache.enabled=false              # retrain a cached teacher
     python -m kdlightning.train -m kd.temperature=1,2,4,8        # a Hydra multirun sweep
     python -m kdlightning.train -m +sweep=temperature_alpha seed=0,1,2   # T x alpha x seeds
     python -m kdlightning.report logs/multiruns/<date>           # the sweep's report
     python -m kdlightning.train --cfg job                        # print the composed config
 
-Writes ``results.json`` (teacher / baseline / distilled: test/acc, params, size_bytes,
-latency_ms, ...), ``student.pt`` (the distilled student's state dict) and one folder per stage
-(checkpoints, logs) into the Hydra run directory, and prints the comparison table. Returns the
-distilled student's validation accuracy, the value a Hydra sweeper optimizes.
+The teacher and the baseline come from ``kdlightning.cache`` when an earlier job with the same
+configs stored them. Writes ``results.json`` (teacher / baseline / distilled: test/acc, params,
+size_bytes, latency_ms, cache, ...), ``student.pt`` (the distilled student's state dict) and
+one folder per stage (checkpoints, logs) into the Hydra run directory, or ``failed.json`` when
+the job raises, and prints the comparison table. Returns the distilled student's validation
+accuracy, the value a Hydra sweeper optimizes.
 """
 
 from __future__ import annotations
