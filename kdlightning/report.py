@@ -117,7 +117,7 @@ def _read_job(job_dir: Path) -> Job:
     return job
 
 
-def _expected_overrides(sweep_dir: Path) -> list[list[str]] | None:
+def expected_overrides(sweep_dir: Path) -> list[list[str]] | None:
     """Every job's overrides as the basic sweeper expands them from ``multirun.yaml``."""
     # The basic sweeper's own expansion (a private module, hence the broad except below).
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -144,7 +144,7 @@ def collect_jobs(sweep_dir: str | Path) -> list[Job]:
         key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name),
     )
     jobs = [_read_job(d) for d in job_dirs]
-    expected = _expected_overrides(sweep_dir)
+    expected = expected_overrides(sweep_dir)
     if expected:
         seen = {tuple(sorted(j.overrides)) for j in jobs}
         for num, overrides in enumerate(expected):

@@ -189,3 +189,28 @@ def test_real_multirun_trains_the_teacher_once_and_reports(tmp_path: Path) -> No
     image = matplotlib.image.imread(png)  # decodes: a real image, not just a header
     assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 400
     assert image.std() > 0.05  # not a blank canvas
+
+
+def test_committed_sweep_config_is_the_12_job_grid_and_seeds_multiply_it(tmp_path: Path) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from kdlightning.report import expected_overrides
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(str(conf), version_base="1.3"):
+        cfg = compose("train", overrides=["+sweep=temperature_alpha"], return_hydra_config=True)
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params)
+    assert params == {"kd.temperature": "1,2,4,8", "kd.alpha": "0.1,0.5,0.9"}
+    # Expand it the way the basic sweeper does (the report's own expansion of multirun.yaml).
+    for task, n in (
+        (["+sweep=temperature_alpha"], 12),
+        (["+sweep=temperature_alpha", "seed=0,1,2"], 36),
+    ):
+        (tmp_path / "multirun.yaml").write_text(
+            OmegaConf.to_yaml(
+                {"hydra": {"sweeper": {"params": params}, "overrides": {"task": task}}}
+            )
+        )
+        jobs = expected_overrides(tmp_path)
+        assert jobs is not None and len(jobs) == n
+        assert len({tuple(j) for j in jobs}) == n
