@@ -36,6 +36,7 @@ from kdlightning.compare import ROLES, ratios
 log = logging.getLogger(__name__)
 
 _hinted: set[str] = set()  # save dirs whose offline hint was already printed
+_auto_offline = False  # True once ensure_mode itself chose offline mode in this process
 
 
 def has_credentials() -> bool:
@@ -52,13 +53,15 @@ def has_credentials() -> bool:
 def ensure_mode(save_dir: str | Path) -> str:
     """Pick the W&B mode before ``wandb.init``: an explicit ``WANDB_MODE`` wins, else offline
     when there are no credentials (with a one-line ``wandb sync`` hint), else online."""
+    global _auto_offline
     mode = os.environ.get("WANDB_MODE")
-    if mode:
+    if mode and not _auto_offline:
         return mode
-    if has_credentials():
+    if not mode and has_credentials():
         return "online"
     os.environ["WANDB_MODE"] = "offline"  # read by wandb.init; never prompts for a key
-    if str(save_dir) not in _hinted:
+    _auto_offline = True
+    if str(save_dir) not in _hinted:  # once per job folder, not once per stage
         _hinted.add(str(save_dir))
         log.warning(
             "W&B: no credentials, logging offline; upload later: wandb sync %s/wandb/offline-run-*",

@@ -31,19 +31,24 @@ def no_wandb_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 def test_no_credentials_means_offline_with_a_sync_hint(
-    no_wandb_env: Path, caplog: pytest.LogCaptureFixture
+    no_wandb_env: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import os
 
+    monkeypatch.setattr(tracking, "_auto_offline", False)
     assert not tracking.has_credentials()
     assert tracking.ensure_mode("/runs/a") == "offline"
     assert os.environ["WANDB_MODE"] == "offline"
     assert "wandb sync /runs/a/wandb/offline-run-*" in caplog.text
+    # The next job of a multirun (same process) gets its own hint, once.
+    assert tracking.ensure_mode("/runs/b") == tracking.ensure_mode("/runs/b") == "offline"
+    assert caplog.text.count("wandb sync /runs/b/") == 1
 
 
 def test_credentials_or_an_explicit_mode_are_respected(
     no_wandb_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(tracking, "_auto_offline", False)
     no_wandb_env.write_text("machine api.wandb.ai\n  login user\n  password abc123\n")
     assert tracking.has_credentials()
     assert tracking.ensure_mode("/runs/b") == "online"
