@@ -91,11 +91,11 @@ def _select(cfg: DictConfig, key: str) -> Any:
 
 def _read_job(job_dir: Path) -> Job:
     hydra_dir = job_dir / ".hydra"
-    overrides = OmegaConf.to_container(OmegaConf.load(hydra_dir / "overrides.yaml"))
+    overrides = [str(o) for o in OmegaConf.load(hydra_dir / "overrides.yaml")]
     cfg = OmegaConf.load(hydra_dir / "config.yaml")
     assert isinstance(cfg, DictConfig)
     num = int(job_dir.name) if job_dir.name.isdigit() else -1
-    job = Job(num=num, dir=job_dir.name, overrides=[str(o) for o in overrides], config=cfg)  # type: ignore[union-attr]
+    job = Job(num=num, dir=job_dir.name, overrides=overrides, config=cfg)
     t, a, s = (_select(cfg, k) for k in AXES)
     job.temperature = None if t is None else float(t)
     job.alpha = None if a is None else float(a)
