@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from kdlightning import tracking
 from kdlightning.data.base import ClassificationDataModule
 from kdlightning.models.utils import check_model_output
 
@@ -56,6 +57,9 @@ def make_loggers(cfg: DictConfig, stage: str) -> list[Any]:
         target = str(lg_cfg._target_)
         # CSV and TensorBoard take the stage as the version sub-folder: <save_dir>/<name>/<stage>.
         extra = {"version": stage} if target.endswith(("CSVLogger", "TensorBoardLogger")) else {}
+        if target.endswith("WandbLogger"):  # one W&B run per stage, grouped per sweep
+            loggers.append(tracking.wandb_logger(cfg, lg_cfg, stage))
+            continue
         loggers.append(instantiate(lg_cfg, **extra))
     return loggers
 
@@ -97,6 +101,7 @@ def evaluate(
     for run in (trainer.validate, trainer.test):
         for result in run(module, datamodule=dm, ckpt_path=ckpt_path, verbose=False):
             metrics.update({k: float(v) for k, v in result.items()})
+    tracking.summarize(trainer.loggers, metrics)
     return metrics
 
 

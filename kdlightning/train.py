@@ -3,13 +3,18 @@
     python -m kdlightning.train                                  # digits, CPU, ~1 minute
     python -m kdlightning.train kd.temperature=8 kd.alpha=0.5    # any value from the CLI
     python -m kdlightning.train teacher.checkpoint=PATH          # reuse a trained teacher
+    python -m kdlightning.train cache.enabled=false              # retrain a cached teacher
     python -m kdlightning.train -m kd.temperature=1,2,4,8        # a Hydra multirun sweep
+    python -m kdlightning.train -m +sweep=temperature_alpha seed=0,1,2   # T x alpha x seeds
+    python -m kdlightning.report logs/multiruns/<date>           # the sweep's report
     python -m kdlightning.train --cfg job                        # print the composed config
 
-Writes ``results.json`` (teacher / baseline / distilled: test/acc, params, size_bytes,
-latency_ms, ...), ``student.pt`` (the distilled student's state dict) and one folder per stage
-(checkpoints, logs) into the Hydra run directory, and prints the comparison table. Returns the
-distilled student's validation accuracy, the value a Hydra sweeper optimizes.
+The teacher and the baseline come from ``kdlightning.cache`` when an earlier job with the same
+configs stored them. Writes ``results.json`` (teacher / baseline / distilled: test/acc, params,
+size_bytes, latency_ms, cache, ...), ``student.pt`` (the distilled student's state dict) and
+one folder per stage (checkpoints, logs) into the Hydra run directory, or ``failed.json`` when
+the job raises, and prints the comparison table. Returns the distilled student's validation
+accuracy, the value a Hydra sweeper optimizes.
 """
 
 from __future__ import annotations
@@ -27,12 +32,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from kdlightning import tracking
+from kdlightning.cache import cached_stage
 from kdlightning.checkpoints import load_weights
 from kdlightning.compare import comparison_table, ratios
 from kdlightning.data.base import ClassificationDataModule
 from kdlightning.losses import check_alpha, check_temperature
 from kdlightning.measure import measure_model
 from kdlightning.module import ClassifierModule, DistillationModule
+from kdlightning.report import mark_failed
 from kdlightning.stages import build_model, evaluate, fit_and_test, make_trainer
 
 log = logging.getLogger(__name__)
@@ -88,21 +96,34 @@ def get_teacher(
     return teacher.eval(), metrics
 
 
+def get_baseline(
+    cfg: DictConfig, dm: ClassificationDataModule, output_dir: Path
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train the student alone on hard labels: the baseline distillation has to beat."""
+    log.info("Training the student alone on hard labels (baseline)")
+    L.seed_everything(cfg.seed, workers=True)  # same init and data order as the distilled run
+    student = build_model(cfg.student.model, dm, "student")
+    module = ClassifierModule(student, num_classes=dm.num_classes, **_optim(cfg))
+    return student, fit_and_test(make_trainer(cfg, "baseline", output_dir), module, dm)
+
+
 def run(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     """Run the whole job for a composed config and return the results written to disk."""
     temperature, alpha = check_temperature(cfg.kd.temperature), check_alpha(cfg.kd.alpha)
     output_dir.mkdir(parents=True, exist_ok=True)
     dm: ClassificationDataModule = instantiate(cfg.data)
 
-    teacher, teacher_metrics = get_teacher(cfg, dm, output_dir)
+    # Trained once per sweep: jobs with the same teacher/student, data and training settings
+    # share the stored result (kdlightning.cache; cache.enabled=false always retrains).
+    teacher, teacher_metrics = cached_stage(
+        cfg, "teacher", lambda: get_teacher(cfg, dm, output_dir), output_dir
+    )
     results: dict[str, Any] = {"teacher": {**teacher_metrics, **_measure(cfg, teacher, dm)}}
 
     if cfg.get("baseline", True):
-        log.info("Training the student alone on hard labels (baseline)")
-        L.seed_everything(cfg.seed, workers=True)  # same init and data order as the distilled run
-        student = build_model(cfg.student.model, dm, "student")
-        module = ClassifierModule(student, num_classes=dm.num_classes, **_optim(cfg))
-        metrics = fit_and_test(make_trainer(cfg, "baseline", output_dir), module, dm)
+        student, metrics = cached_stage(
+            cfg, "baseline", lambda: get_baseline(cfg, dm, output_dir), output_dir
+        )
         results["baseline"] = {**metrics, **_measure(cfg, student, dm)}
 
     log.info("Distilling the student (T=%g, alpha=%g)", temperature, alpha)
@@ -126,6 +147,7 @@ def run(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     table = comparison_table(results)
     (output_dir / "comparison.md").write_text(table + "\n")
+    tracking.log_comparison(results)
     print(f"\n{table}\n\nresults: {output_dir / 'results.json'}")
     return results
 
@@ -133,7 +155,16 @@ def run(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path=_config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float:
     output_dir = Path(HydraConfig.get().runtime.output_dir)
-    results = run(cfg, output_dir)
+    try:
+        results = run(cfg, output_dir)
+    except BaseException as err:
+        # Leave a trace the sweep report lists (Hydra's basic launcher goes on with the other
+        # jobs of the batch and raises the first failure once they are done).
+        mark_failed(output_dir, err)
+        tracking.finish(exit_code=1)
+        raise
+    finally:
+        tracking.finish()  # the next job of a multirun must not log into this job's last run
     return float(results["distilled"]["val/acc"])
 
 
