@@ -30,6 +30,7 @@ from omegaconf import DictConfig
 from kdlightning.checkpoints import load_weights
 from kdlightning.compare import comparison_table, ratios
 from kdlightning.data.base import ClassificationDataModule
+from kdlightning.distributed import is_global_zero, job_scope, relaunch_safe
 from kdlightning.losses import check_alpha, check_temperature
 from kdlightning.measure import measure_model
 from kdlightning.module import ClassifierModule, DistillationModule
@@ -57,6 +58,8 @@ def _optim(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _measure(cfg: DictConfig, model: torch.nn.Module, dm: ClassificationDataModule) -> dict:
+    if not is_global_zero():  # one measurement per job, not one per DDP rank
+        return {}
     b = cfg.benchmark
     return measure_model(model, dm.input_shape, b.batch_size, b.warmup, b.repeats)
 
@@ -114,6 +117,8 @@ def run(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     metrics = fit_and_test(make_trainer(cfg, "distilled", output_dir), module, dm)
     results["distilled"] = {**metrics, **_measure(cfg, student, dm)}
 
+    if not is_global_zero():  # the other ranks trained with rank 0; it alone writes the files
+        return results
     compression, speedup = ratios(results, "distilled")
     results["summary"] = {
         "temperature": temperature,
@@ -130,10 +135,12 @@ def run(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     return results
 
 
+@relaunch_safe  # a DDP child that Lightning starts runs its parent's job, not a new sweep
 @hydra.main(version_base="1.3", config_path=_config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float:
     output_dir = Path(HydraConfig.get().runtime.output_dir)
-    results = run(cfg, output_dir)
+    with job_scope():  # DDP children of this job: environment in, clean-up out
+        results = run(cfg, output_dir)
     return float(results["distilled"]["val/acc"])
 
 
