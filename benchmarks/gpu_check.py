@@ -1,7 +1,7 @@
 """bf16-mixed distillation on one GPU: training samples/s and peak memory, student alone vs KD.
 
     python benchmarks/gpu_check.py            # one GPU, CIFAR-sized ResNets, about a minute
-    python benchmarks/gpu_check.py --smoke    # tiny sizes on whatever device there is (tests)
+    python benchmarks/gpu_check.py --smoke    # tiny models on whatever device there is (tests)
 
 A CIFAR-shaped synthetic data set (3x32x32, 10 classes) lives on the GPU, so the loader costs
 nothing and the figures are the models' own. The teacher is a ResNet-50 and the student a
@@ -14,6 +14,7 @@ student's logits are bf16 (the KD loss upcasts inside). Prints one Markdown tabl
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from typing import Any
 
@@ -24,6 +25,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchvision.models import resnet18, resnet50
 
 from kdlightning.compare import markdown_table
+from kdlightning.models import MLP, SmallCNN
 from kdlightning.module import ClassifierModule, DistillationModule
 
 
@@ -101,7 +103,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=32)
     args = parser.parse_args()
     if args.smoke:
-        args.batch_size, args.steps, args.warmup, args.image_size = 8, 4, 1, 8
+        args.batch_size, args.steps, args.warmup, args.image_size = 8, 3, 1, 8
     args.accelerator = "gpu" if torch.cuda.is_available() else "cpu"
     if not args.smoke and args.accelerator == "cpu":
         raise SystemExit("no GPU found: run with --smoke for the CPU check of this script")
@@ -115,11 +117,19 @@ def main() -> None:
     loader = DataLoader(TensorDataset(x.to(device), y.to(device)), batch_size=args.batch_size)
 
     L.seed_everything(0, verbose=False)
-    teacher = cifar_resnet(resnet50)
+    if args.smoke:  # bf16 on a CPU is emulated and slow: tiny models check the plumbing only
+        shape = (3, args.image_size, args.image_size)
+        names = ("SmallCNN", "MLP")
+        teacher = SmallCNN(num_classes=10, input_shape=shape, channels=[8, 16], hidden=16)
+        make_student = functools.partial(MLP, num_classes=10, input_shape=shape, hidden_sizes=[16])
+    else:
+        names = ("ResNet-50", "ResNet-18")
+        teacher = cifar_resnet(resnet50)
+        make_student = functools.partial(cifar_resnet, resnet18)
     rows = []
     for name, module in (
-        ("student alone (ResNet-18)", ClassifierModule(cifar_resnet(resnet18), num_classes=10)),
-        ("distill ResNet-50 -> ResNet-18", DistillationModule(teacher, cifar_resnet(resnet18))),
+        (f"student alone ({names[1]})", ClassifierModule(make_student(), num_classes=10)),
+        (f"distill {names[0]} -> {names[1]}", DistillationModule(teacher, make_student())),
     ):
         r = measure(module, loader, args)
         rows.append([name, f"{r['samples/s']:,.0f}", f"{r['ms/step']:.2f}",
