@@ -34,6 +34,7 @@ import functools
 import json
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -53,7 +54,10 @@ JOB_ENV = "KDL_HYDRA_JOB"
 # process; left behind, they make the next job of a sweep skip launching its children.
 _LAUNCH_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
-_trainers: list[L.Trainer] = []  # the current job's trainers, to find the children they started
+# The running job's trainers (None outside a job), to find the DDP children they started.
+_trainers: list[L.Trainer] | None = None
+# How long the end of a job waits for children that are past their last collective operation.
+_CHILD_EXIT_TIMEOUT_S = 300
 
 
 def is_global_zero() -> bool:
@@ -65,16 +69,14 @@ def is_global_zero() -> bool:
 
 def track(trainer: L.Trainer) -> L.Trainer:
     """Remember ``trainer`` until the end of the job, whose clean-up waits for its children."""
-    _trainers.append(trainer)
+    if _trainers is not None:  # outside a job (notebooks, tests) there is nothing to clean up
+        _trainers.append(trainer)
     return trainer
 
 
 def _external_world_size() -> int:
-    """Processes started outside Lightning for this run (torchrun, srun), 1 when none."""
-    for key in ("WORLD_SIZE", "SLURM_NTASKS"):
-        if key in os.environ:
-            return int(os.environ[key])
-    return 1
+    """Processes started outside Lightning for this run (torchrun and the like), else 1."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def _export_submitit_local_env() -> None:
@@ -95,20 +97,24 @@ def _export_submitit_local_env() -> None:
 
 
 def _check_external_run_dir() -> None:
-    hc = HydraConfig.get()
-    if hc.mode != RunMode.RUN or _external_world_size() < 2 or JOB_ENV in os.environ:
+    """All ranks started by torchrun must be given one directory: refuse to guess one each."""
+    # Our own DDP children get it from $KDL_HYDRA_JOB; submitit tasks share the sweep dir.
+    if JOB_ENV in os.environ or "SUBMITIT_EXECUTOR" in os.environ or _external_world_size() < 2:
         return
-    if not any(o.startswith("hydra.run.dir=") for o in hc.overrides.hydra):
+    hc = HydraConfig.get()
+    key = "hydra.run.dir" if hc.mode == RunMode.RUN else "hydra.sweep.dir"
+    if not any(o.startswith(f"{key}=") for o in hc.overrides.hydra):
         raise RuntimeError(
-            f"{_external_world_size()} processes were started for this run (torchrun/srun) but "
-            "each would pick its own timestamped run directory: pass the same "
-            "hydra.run.dir=<dir> to all of them, e.g. hydra.run.dir=logs/runs/my_run"
+            f"{_external_world_size()} processes were started for this run (torchrun or the "
+            f"like) and each would time-stamp its own output directory: pass the same "
+            f"{key}=<dir> to all of them, e.g. {key}=logs/runs/my_run"
         )
 
 
 @contextmanager
 def job_scope() -> Iterator[None]:
     """Around one Hydra job: publish it for Lightning's children, clean up after them."""
+    global _trainers
     _export_submitit_local_env()
     _check_external_run_dir()
     launching = "LOCAL_RANK" not in os.environ  # Lightning may start children from here
@@ -117,13 +123,18 @@ def job_scope() -> Iterator[None]:
         hc = HydraConfig.get()
         job = {"overrides": list(hc.overrides.task), "run_dir": hc.runtime.output_dir}
         os.environ[JOB_ENV] = json.dumps({**job, "job_name": hc.job.name})
-    _trainers.clear()
+    _trainers = []
+    finished = False
     try:
         yield
+        finished = True
     finally:
         procs = [p for t in _trainers for p in getattr(t.strategy.launcher, "procs", [])]
-        _trainers.clear()
-        failed = [p.args for p in procs if p.wait() != 0]
+        _trainers = None
+        if not finished:  # rank 0 failed: its children would wait for it in a collective
+            for p in procs:
+                p.kill()
+        failed = [p.args for p in procs if _wait(p) != 0]
         if launching:
             if dist.is_available() and dist.is_initialized():
                 dist.destroy_process_group()
@@ -137,6 +148,30 @@ def job_scope() -> Iterator[None]:
             raise RuntimeError(f"{len(failed)} DDP child process(es) failed: {failed}")
 
 
+def _wait(proc: subprocess.Popen) -> int:
+    try:
+        return proc.wait(timeout=_CHILD_EXIT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        log.error("DDP child %d still runs after the job ended; killing it", proc.pid)
+        proc.kill()
+        return proc.wait()
+
+
+# Command-line flags that choose the config itself; a child keeps them from its parent's argv.
+_CONFIG_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
+
+
+def _config_flags(argv: list[str]) -> list[str]:
+    kept, take_next = [], False
+    for arg in argv:
+        if take_next or arg.split("=", 1)[0] in _CONFIG_FLAGS:
+            kept.append(arg)
+            take_next = arg in _CONFIG_FLAGS  # "--config-name x" rather than "--config-name=x"
+        else:
+            take_next = False
+    return kept
+
+
 def _adopt_parent_job() -> None:
     """In a process Lightning started for a job: run exactly that job (see the module doc)."""
     raw = os.environ.get(JOB_ENV)
@@ -145,6 +180,7 @@ def _adopt_parent_job() -> None:
     job = json.loads(raw)
     name = f"{job['job_name']}_rank{os.environ['LOCAL_RANK']}"
     sys.argv[1:] = [
+        *_config_flags(sys.argv[1:]),
         *job["overrides"],
         # Quoted: the directory may contain characters Hydra's override grammar reserves.
         f"hydra.run.dir={json.dumps(job['run_dir'])}",

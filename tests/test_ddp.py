@@ -139,4 +139,4 @@ def test_torchrun_two_processes_share_the_given_run_dir(tmp_path: Path) -> None:
         check=False,
     )  # fmt: skip
     assert proc.returncode != 0
-    assert "pass the same hydra.run.dir" in proc.stdout + proc.stderr
+    assert "pass the same hydra.run.dir=<dir>" in proc.stdout + proc.stderr
