@@ -129,7 +129,10 @@ def job_scope() -> Iterator[None]:
         yield
         finished = True
     finally:
-        procs = [p for t in _trainers for p in getattr(t.strategy.launcher, "procs", [])]
+        # strategy=ddp/fsdp: the Popen children of Lightning's script launcher (ddp_spawn's
+        # multiprocessing workers are joined by Lightning after each fit/validate/test).
+        launched = [getattr(t.strategy.launcher, "procs", []) for t in _trainers]
+        procs = [p for ps in launched for p in ps if isinstance(p, subprocess.Popen)]
         _trainers = None
         if not finished:  # rank 0 failed: its children would wait for it in a collective
             for p in procs:
