@@ -9,13 +9,22 @@ ResNet-18, both with the CIFAR stem (3x3 conv, no max-pool). Both runs use the s
 Trainer settings as ``trainer=gpu`` (bf16-mixed); the distillation run adds the frozen
 teacher's forward pass. Each run also checks that the training loss stays float32 while the
 student's logits are bf16 (the KD loss upcasts inside). Prints one Markdown table.
+
+Then the real job runs end to end on the GPU (``debug=fast``): ``trainer=gpu`` and, as FSDP
+needs a GPU in Lightning, ``trainer=fsdp trainer.devices=1``; a second table gives each exit
+status and distilled validation accuracy. ``--smoke`` runs ``trainer=cpu`` there instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -94,6 +103,34 @@ def measure(module: L.LightningModule, loader: DataLoader, args: argparse.Namesp
     }
 
 
+def cli_runs(trainer_args: list[list[str]], timeout_s: int = 150) -> list[list[str]]:
+    """Run ``python -m kdlightning.train debug=fast <args>``; one table row per run."""
+    rows = []
+    for args in trainer_args:
+        with tempfile.TemporaryDirectory() as tmp:
+            cmd = [sys.executable, "-m", "kdlightning.train", "debug=fast", "baseline=false",
+                   *args, f"hydra.run.dir={tmp}"]  # fmt: skip
+            start = time.perf_counter()
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+                status, tail = str(proc.returncode), proc.stdout[-1500:] + proc.stderr[-1500:]
+            except subprocess.TimeoutExpired:
+                status, tail = f"timeout {timeout_s}s", ""
+            seconds = time.perf_counter() - start
+            results = Path(tmp) / "results.json"
+            acc = (
+                json.loads(results.read_text())["distilled"]["val/acc"]
+                if results.exists()
+                else None
+            )
+            if status != "0":
+                print(f"--- {' '.join(args)} failed ({status}):\n{tail}", flush=True)
+        rows.append(
+            [" ".join(args), status, f"{seconds:.0f}", "-" if acc is None else f"{acc:.3f}"]
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, any device (tests)")
@@ -141,6 +178,14 @@ def main() -> None:
           f"torch {torch.__version__}\n")  # fmt: skip
     headers = ["run", "samples/s", "ms/step", "peak GPU MiB", "student logits", "loss"]
     print(markdown_table(headers, rows))
+
+    runs = (
+        [["trainer=cpu"]]
+        if args.smoke
+        else [["trainer=gpu"], ["trainer=fsdp", "trainer.devices=1"]]
+    )
+    print("\npython -m kdlightning.train debug=fast baseline=false ...\n")
+    print(markdown_table(["overrides", "exit", "seconds", "distilled val/acc"], cli_runs(runs)))
 
 
 if __name__ == "__main__":

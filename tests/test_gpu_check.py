@@ -14,3 +14,5 @@ def test_gpu_check_smoke_prints_the_table() -> None:
     assert len(rows) == 2
     # bf16 autocast reached the student, the training loss stayed float32
     assert all("bfloat16" in r and r.rstrip(" |").endswith("float32") for r in rows), rows
+    # ... and the real job ran end to end (trainer=cpu in --smoke, trainer=gpu/fsdp on a GPU)
+    assert any(line.startswith("| trainer=cpu | 0 ") for line in out.splitlines()), out[-2000:]
