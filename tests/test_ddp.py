@@ -39,6 +39,9 @@ EQUAL = [
     *QUICK,
 ]
 TRAIN_SIZE = 1256
+# Each run takes well under a minute; a broken re-launch hangs instead (a child that starts a
+# sweep of its own leaves its parent waiting): fail after minutes, not after pytest's 10.
+TIMEOUT = 300
 # Float32 sums in another order (two half-batch means averaged by all-reduce) through 12 SGD
 # steps for the teacher, then 12 for the student: measured max |difference| 1.2e-7 for weights
 # and val metrics. (AdamW magnifies such rounding where gradients are near zero: 2e-4 there.)
@@ -52,13 +55,20 @@ def _only(paths: list[Path]) -> Path:
 
 def test_ddp_two_processes_match_one_process(tmp_path: Path) -> None:
     one, two = tmp_path / "one", tmp_path / "two"
-    run_module("kdlightning.train", *EQUAL, f"data.batch_size={TRAIN_SIZE}", f"hydra.run.dir={one}")
+    run_module(
+        "kdlightning.train",
+        *EQUAL,
+        f"data.batch_size={TRAIN_SIZE}",
+        f"hydra.run.dir={one}",
+        timeout=TIMEOUT,
+    )
     run_module(
         "kdlightning.train",
         *EQUAL,
         *DDP_CPU,
         f"data.batch_size={TRAIN_SIZE // 2}",
         f"hydra.run.dir={two}",
+        timeout=TIMEOUT,
     )
     # Rank 0 alone wrote the outputs, once, into the one run directory; rank 1 logged there.
     assert _only(sorted(two.rglob("results.json"))) == two / "results.json"
@@ -91,6 +101,7 @@ def test_multirun_with_ddp_runs_each_job_once_on_two_processes(tmp_path: Path) -
         *DDP_CPU,
         *QUICK,
         f"paths.log_dir={tmp_path}",
+        timeout=TIMEOUT,
     )
     out = proc.stdout + proc.stderr
     # A DDP child that re-read `-m kd.temperature=2,4` would start a sweep of its own.
@@ -116,6 +127,7 @@ def test_submitit_local_multirun_two_jobs_of_two_tasks(tmp_path: Path) -> None:
         *DDP_CPU,
         *QUICK,
         f"paths.log_dir={tmp_path}",
+        timeout=TIMEOUT,
     )
     sweep = _only(list((tmp_path / "multiruns").iterdir()))
     results = sorted(sweep.glob("*/results.json"))
@@ -129,14 +141,17 @@ def test_submitit_local_multirun_two_jobs_of_two_tasks(tmp_path: Path) -> None:
 def test_torchrun_two_processes_share_the_given_run_dir(tmp_path: Path) -> None:
     torchrun = ["torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     run_dir = tmp_path / "run"
-    run_module(*torchrun, "-m", "kdlightning.train", *DDP_CPU, *QUICK, f"hydra.run.dir={run_dir}")
+    run_module(
+        *torchrun, "-m", "kdlightning.train", *DDP_CPU, *QUICK, f"hydra.run.dir={run_dir}",
+        timeout=TIMEOUT,
+    )  # fmt: skip
     assert _only(sorted(tmp_path.rglob("results.json"))) == run_dir / "results.json"
     assert read_json(run_dir / "results.json")["distilled"]["val/acc"] >= 0.0
 
     # Without hydra.run.dir each rank would time-stamp its own directory: refused up front.
     proc = run_module(
         *torchrun, "-m", "kdlightning.train", *DDP_CPU, *QUICK, f"paths.log_dir={tmp_path}/x",
-        check=False,
+        check=False, timeout=TIMEOUT,
     )  # fmt: skip
     assert proc.returncode != 0
     assert "pass the same hydra.run.dir=<dir>" in proc.stdout + proc.stderr

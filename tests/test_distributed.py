@@ -56,3 +56,16 @@ def test_single_process_is_global_zero_and_track_is_a_no_op_outside_a_job() -> N
     trainer = object()
     assert distributed.track(trainer) is trainer  # type: ignore[arg-type]
     assert distributed._trainers is None
+
+
+def test_slurm_launcher_asks_one_task_per_device_on_each_node() -> None:
+    # Lightning's SLURMEnvironment insists on tasks per node == devices, nodes == num_nodes.
+    from conftest import REPO_ROOT
+    from hydra import compose, initialize_config_dir
+
+    overrides = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"]
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 2)
