@@ -22,10 +22,14 @@ job's directory. The fix has two halves, :func:`job_scope` and :func:`relaunch_s
    parent's job, writing into the parent's directory.
 
 Processes started by someone else (torchrun, SLURM ``srun``, submitit) are left alone: each
-composes the config itself, so all ranks must be told the run directory (``hydra.run.dir=...``;
-Hydra multiruns through submitit share the sweep directory by construction). A single run with
-several external ranks and no explicit ``hydra.run.dir`` fails early instead of scattering its
-ranks over one timestamped directory each.
+composes the config itself, so all ranks must be told the directory. Hydra multiruns through
+submitit share the sweep directory by construction (Hydra pickles the resolved timestamp);
+torchrun ranks get ``hydra.run.dir=...`` (or ``hydra.sweep.dir=...`` under ``-m``) on the
+command line, and without it they stop at once (``WORLD_SIZE`` > 1) rather than each writing
+into a timestamped directory of its own. We chose an explicit directory over having rank 0
+broadcast its directory: Hydra creates the run directory and its log file before any process
+group exists, so a late broadcast would still leave a stray directory per rank. A plain ``srun``
+of several tasks sets no ``WORLD_SIZE``: pass ``hydra.run.dir`` there too.
 """
 
 from __future__ import annotations
