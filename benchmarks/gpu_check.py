@@ -30,7 +30,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
 from torchvision.models import resnet18, resnet50
 
 from kdlightning.compare import markdown_table
@@ -151,7 +151,10 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, 3, args.image_size, args.image_size, generator=g)
     y = torch.randint(0, 10, (n,), generator=g)
-    loader = DataLoader(TensorDataset(x.to(device), y.to(device)), batch_size=args.batch_size)
+    data = TensorDataset(x.to(device), y.to(device))
+    # One gather per batch (the sampler yields index lists), not one indexing op per sample.
+    batches = BatchSampler(SequentialSampler(data), args.batch_size, drop_last=True)
+    loader = DataLoader(data, sampler=batches, batch_size=None)
 
     L.seed_everything(0, verbose=False)
     if args.smoke:  # bf16 on a CPU is emulated and slow: tiny models check the plumbing only
