@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 import kdlightning
+from kdlightning.distributed import is_global_zero
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,18 @@ def cached_stage(
     key = cache_key(cfg, stage)
     entry = cache_dir / stage / key
     entry.parent.mkdir(parents=True, exist_ok=True)
+    if not is_global_zero():
+        # A DDP/torchrun rank > 0 trains *together with* rank 0, which holds the lock while it
+        # computes: waiting for that lock here would deadlock the job. Rank 0 alone writes; the
+        # other ranks load a complete entry if there is one and otherwise compute alongside
+        # rank 0. (Lightning's ddp launcher starts rank 1 only at rank 0's first fit, after rank
+        # 0's look-up; under torchrun both look at once. They could disagree only if another
+        # job stored the same key in between.)
+        if entry.is_dir():
+            model, metrics = _load(entry)
+            return model, {**metrics, "cache": {"hit": True, "key": key, "entry": str(entry)}}
+        model, metrics = compute()
+        return model, {**metrics, "cache": {"hit": False, "key": key, "entry": str(entry)}}
     # Held while computing: a second job asking for the same key waits, then loads the entry.
     with FileLock(str(entry) + ".lock"):
         hit = entry.is_dir()  # entries appear by atomic rename, so a folder is a complete one

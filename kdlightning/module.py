@@ -113,7 +113,10 @@ class ClassifierModule(_SupervisedModule):
         acc = getattr(self, f"{split}_acc")
         acc(logits, y)
         on_step = split == "train"
-        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
+        # sync_dist: under DDP a plain tensor is logged per rank; the metric objects sync anyway.
+        self.log(
+            f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=True
+        )
         self.log(f"{split}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
@@ -204,9 +207,11 @@ class DistillationModule(_SupervisedModule):
         t_logits = self.teacher_logits(x)
         s_logits = self.student(x)
         terms = distillation_terms(s_logits, t_logits, y, self.temperature, self.alpha)
-        self.log("train/loss", terms.loss, on_step=True, on_epoch=True, prog_bar=True)
-        self.log("train/kd_loss", terms.kd, on_step=True, on_epoch=True)
-        self.log("train/ce_loss", terms.ce, on_step=True, on_epoch=True)
+        # sync_dist: averaged over DDP ranks like the metric objects (a no-op on one process)
+        log = functools.partial(self.log, on_step=True, on_epoch=True, sync_dist=True)
+        log("train/loss", terms.loss, prog_bar=True)
+        log("train/kd_loss", terms.kd)
+        log("train/ce_loss", terms.ce)
         self.train_acc(s_logits, y)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return terms.loss

@@ -17,6 +17,7 @@ from torch import nn
 
 from kdlightning import tracking
 from kdlightning.data.base import ClassificationDataModule
+from kdlightning.distributed import track
 from kdlightning.models.utils import check_model_output
 
 log = logging.getLogger(__name__)
@@ -68,13 +69,14 @@ def make_trainer(cfg: DictConfig, stage: str, output_dir: Path, **overrides: Any
     """A Trainer from ``cfg.trainer`` with this stage's callbacks, loggers and directory."""
     stage_dir = output_dir / stage
     loggers = make_loggers(cfg, stage)
-    return instantiate(
+    trainer = instantiate(
         cfg.trainer,
         callbacks=make_callbacks(cfg, stage_dir),
         logger=loggers or False,
         default_root_dir=str(stage_dir),
         **overrides,
     )
+    return track(trainer)  # the job's end waits for the DDP processes it may start
 
 
 def fit_and_test(

@@ -37,6 +37,7 @@ from kdlightning.cache import cached_stage
 from kdlightning.checkpoints import load_weights
 from kdlightning.compare import comparison_table, ratios
 from kdlightning.data.base import ClassificationDataModule
+from kdlightning.distributed import is_global_zero, job_scope, relaunch_safe
 from kdlightning.losses import check_alpha, check_temperature
 from kdlightning.measure import measure_model
 from kdlightning.module import ClassifierModule, DistillationModule
@@ -65,6 +66,8 @@ def _optim(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _measure(cfg: DictConfig, model: torch.nn.Module, dm: ClassificationDataModule) -> dict:
+    if not is_global_zero():  # one measurement per job, not one per DDP rank
+        return {}
     b = cfg.benchmark
     return measure_model(model, dm.input_shape, b.batch_size, b.warmup, b.repeats)
 
@@ -135,6 +138,8 @@ def run(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     metrics = fit_and_test(make_trainer(cfg, "distilled", output_dir), module, dm)
     results["distilled"] = {**metrics, **_measure(cfg, student, dm)}
 
+    if not is_global_zero():  # the other ranks trained with rank 0; it alone writes the files
+        return results
     compression, speedup = ratios(results, "distilled")
     results["summary"] = {
         "temperature": temperature,
@@ -152,19 +157,21 @@ def run(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     return results
 
 
+@relaunch_safe  # a DDP child that Lightning starts runs its parent's job, not a new sweep
 @hydra.main(version_base="1.3", config_path=_config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float:
     output_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        results = run(cfg, output_dir)
-    except BaseException as err:
-        # Leave a trace the sweep report lists (Hydra's basic launcher goes on with the other
-        # jobs of the batch and raises the first failure once they are done).
-        mark_failed(output_dir, err)
-        tracking.finish(exit_code=1)
-        raise
-    finally:
-        tracking.finish()  # the next job of a multirun must not log into this job's last run
+    with job_scope():  # DDP children of this job: environment in, clean-up out
+        try:
+            results = run(cfg, output_dir)
+        except BaseException as err:
+            # Leave a trace the sweep report lists (Hydra's basic launcher goes on with the other
+            # jobs of the batch and raises the first failure once they are done).
+            mark_failed(output_dir, err)
+            tracking.finish(exit_code=1)
+            raise
+        finally:
+            tracking.finish()  # the next job of a multirun must not log into this job's last run
     return float(results["distilled"]["val/acc"])
 
 
