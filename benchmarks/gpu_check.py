@@ -100,6 +100,7 @@ def measure(module: L.LightningModule, loader: DataLoader, args: argparse.Namesp
         "ms/step": 1000 * seconds / timer.steps,
         "peak MiB": torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan"),
         "logits": str(logits_dtype).removeprefix("torch."),
+        "loss": ",".join(sorted(str(d).removeprefix("torch.") for d in timer.loss_dtypes)),
     }
 
 
@@ -173,7 +174,7 @@ def main() -> None:
     ):
         r = measure(module, loader, args)
         rows.append([name, f"{r['samples/s']:,.0f}", f"{r['ms/step']:.2f}",
-                     f"{r['peak MiB']:,.0f}", r["logits"], "float32"])  # fmt: skip
+                     f"{r['peak MiB']:,.0f}", r["logits"], r["loss"]])  # fmt: skip
         print(name, r, flush=True)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"\n{where}, bf16-mixed, batch {args.batch_size}, {args.image_size}x{args.image_size}, "
