@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 import kdlightning
-from kdlightning.distributed import is_global_zero
+from kdlightning.distributed import is_global_zero, job_token
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,45 @@ def _store(entry: Path, model: nn.Module, metrics: dict[str, Any], meta: dict[st
         raise
 
 
+def _decision_file(output_dir: Path, stage: str) -> Path:
+    return Path(output_dir) / ".cache_decisions" / f"{stage}.json"
+
+
+def _publish_decision(output_dir: Path, stage: str, key: str, hit: bool) -> None:
+    """Rank 0 tells the job's other ranks whether it loads ``stage`` or computes it."""
+    path = _decision_file(output_dir, stage)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"token": job_token(), "key": key, "hit": hit}))
+    os.replace(tmp, path)  # atomic: a reader sees the old decision or the whole new one
+
+
+def clear_decisions(output_dir: Path) -> None:
+    """Rank 0, at the end of a job: drop the decisions, so a rerun in this dir starts clean."""
+    shutil.rmtree(Path(output_dir) / ".cache_decisions", ignore_errors=True)
+
+
+def _await_decision(output_dir: Path, stage: str, key: str, cache_cfg: Any) -> bool:
+    """On a rank > 0: wait for rank 0's decision for this job (its token) and return ``hit``."""
+    path, token = _decision_file(output_dir, stage), job_token()
+    timeout = float(cache_cfg.get("rank_wait_s", 7200))
+    start = time.monotonic()
+    while True:
+        try:
+            decision = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            decision = {}
+        if decision.get("token") == token and decision.get("key") == key:
+            return bool(decision["hit"])
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(
+                f"rank 0 published no cache decision for the {stage} in {path} within "
+                f"{timeout:.0f} s (cache.rank_wait_s); did it fail? Set cache.enabled=false "
+                "to train every stage in every job."
+            )
+        time.sleep(0.2)
+
+
 def cached_stage(
     cfg: DictConfig, stage: str, compute: Callable[[], StageResult], output_dir: Path
 ) -> StageResult:
@@ -133,19 +172,16 @@ def cached_stage(
     entry.parent.mkdir(parents=True, exist_ok=True)
     if not is_global_zero():
         # A DDP/torchrun rank > 0 trains *together with* rank 0, which holds the lock while it
-        # computes: waiting for that lock here would deadlock the job. Rank 0 alone writes; the
-        # other ranks load a complete entry if there is one and otherwise compute alongside
-        # rank 0. (Lightning's ddp launcher starts rank 1 only at rank 0's first fit, after rank
-        # 0's look-up; under torchrun both look at once. They could disagree only if another
-        # job stored the same key in between.)
-        if entry.is_dir():
-            model, metrics = _load(entry)
-            return model, {**metrics, "cache": {"hit": True, "key": key, "entry": str(entry)}}
-        model, metrics = compute()
-        return model, {**metrics, "cache": {"hit": False, "key": key, "entry": str(entry)}}
+        # computes: waiting for that lock here would deadlock the job, and deciding on its own
+        # could disagree with rank 0 (another job may store the entry in between) and leave the
+        # ranks in different fits. So it follows rank 0's published decision; only rank 0 writes.
+        hit = _await_decision(output_dir, stage, key, cache_cfg)
+        model, metrics = _load(entry) if hit else compute()
+        return model, {**metrics, "cache": {"hit": hit, "key": key, "entry": str(entry)}}
     # Held while computing: a second job asking for the same key waits, then loads the entry.
     with FileLock(str(entry) + ".lock"):
         hit = entry.is_dir()  # entries appear by atomic rename, so a folder is a complete one
+        _publish_decision(output_dir, stage, key, hit)
         if hit:
             model, metrics = _load(entry)
             trained_in = json.loads((entry / "meta.json").read_text())["trained_in"]

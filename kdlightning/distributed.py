@@ -40,6 +40,7 @@ import logging
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -68,6 +69,12 @@ def is_global_zero() -> bool:
     """True on the process that writes results: global rank 0, or the only process."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank() == 0
+    # Before the process group exists, read the launcher's variables now: Lightning's
+    # rank_zero_only.rank was fixed when it was imported, before _export_submitit_local_env
+    # (or anything else) exported the rank. The global rank first, then the per-node one.
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if key in os.environ:
+            return int(os.environ[key]) == 0
     return rank_zero_only.rank == 0
 
 
@@ -81,6 +88,24 @@ def track(trainer: L.Trainer) -> L.Trainer:
 def _external_world_size() -> int:
     """Processes started outside Lightning for this run (torchrun and the like), else 1."""
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+# Variables that every process of one externally launched run shares (torchrun, SLURM, submitit).
+_RUN_ID_ENV = ("TORCHELASTIC_RUN_ID", "SLURM_JOB_ID", "SLURM_STEP_ID", "SUBMITIT_LOCAL_JOB_ID",
+               "MASTER_ADDR", "MASTER_PORT")  # fmt: skip
+
+
+def job_token() -> str:
+    """An id that all processes of the current job share and a rerun of it does not.
+
+    Processes that Lightning starts inherit the token ``job_scope`` put in ``$KDL_HYDRA_JOB``;
+    processes a launcher started (torchrun, SLURM, submitit) derive it from that launcher's
+    variables.
+    """
+    raw = os.environ.get(JOB_ENV)
+    if raw and "token" in (job := json.loads(raw)):
+        return str(job["token"])
+    return "|".join(os.environ.get(k, "") for k in _RUN_ID_ENV)
 
 
 def _export_submitit_local_env() -> None:
@@ -97,7 +122,10 @@ def _export_submitit_local_env() -> None:
     from submitit.helpers import TorchDistributedEnvironment
 
     # Keep every GPU visible: Lightning picks the rank's device from LOCAL_RANK itself.
-    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    env = TorchDistributedEnvironment()
+    env.export(set_cuda_visible_devices=False)
+    # Lightning read the rank when it was imported (as 0): correct it for rank-zero-only work.
+    rank_zero_only.rank = env.rank
 
 
 def _check_external_run_dir() -> None:
@@ -126,7 +154,9 @@ def job_scope() -> Iterator[None]:
     if launching:
         hc = HydraConfig.get()
         job = {"overrides": list(hc.overrides.task), "run_dir": hc.runtime.output_dir}
-        os.environ[JOB_ENV] = json.dumps({**job, "job_name": hc.job.name})
+        # token: names this run of this job, so its ranks can tell its files from a rerun's
+        token = uuid.uuid4().hex
+        os.environ[JOB_ENV] = json.dumps({**job, "job_name": hc.job.name, "token": token})
     _trainers = []
     finished = False
     try:

@@ -33,7 +33,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from kdlightning import tracking
-from kdlightning.cache import cached_stage
+from kdlightning.cache import cached_stage, clear_decisions
 from kdlightning.checkpoints import load_weights
 from kdlightning.compare import comparison_table, ratios
 from kdlightning.data.base import ClassificationDataModule
@@ -172,6 +172,8 @@ def main(cfg: DictConfig) -> float:
             raise
         finally:
             tracking.finish()  # the next job of a multirun must not log into this job's last run
+            if is_global_zero():
+                clear_decisions(output_dir)  # every rank has read them by now
     return float(results["distilled"]["val/acc"])
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -34,15 +36,29 @@ def run_module(
     check: bool = True,
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m module args...`` in a subprocess; on failure the output is in the message."""
-    proc = subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd or REPO_ROOT,
-        env=env or cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """``python -m module args...`` in a subprocess; on failure the output is in the message.
+
+    The command runs in a session of its own, and on a time-out the whole session is killed:
+    DDP children, torchrun workers and submitit tasks must not outlive a hung test.
+    """
+    cmd = [sys.executable, "-m", module, *args]
+    with subprocess.Popen(
+        cmd, cwd=cwd or REPO_ROOT, env=env or cli_env(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    ) as popen:  # fmt: skip
+        try:
+            stdout, stderr = popen.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(popen.pid, signal.SIGKILL)
+            stdout, stderr = popen.communicate()
+            raise AssertionError(
+                f"python -m {module} {' '.join(args)} timed out after {timeout} s\n"
+                f"--- stdout ---\n{stdout[-6000:]}\n--- stderr ---\n{stderr[-6000:]}"
+            ) from None
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # leave nothing behind in the session
+                os.killpg(popen.pid, signal.SIGKILL)
+    proc = subprocess.CompletedProcess(cmd, popen.returncode, stdout, stderr)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"python -m {module} {' '.join(args)} exited {proc.returncode}\n"

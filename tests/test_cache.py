@@ -127,3 +127,35 @@ def test_concurrent_jobs_train_once(tmp_path: Path) -> None:
         t.join()
     assert stage.calls == 1
     assert sorted(hits) == [False, True, True]
+
+
+def test_other_ranks_follow_rank_zeros_decision_without_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rank > 0 neither locks nor writes: it loads or computes as rank 0 decided for its job."""
+    cfg = config(cache_dir=tmp_path / "cache")
+    job = tmp_path / "job"
+    monkeypatch.setenv("KDL_HYDRA_JOB", '{"token": "run-1"}')
+    first = Counter()
+    cached_stage(cfg, "teacher", first, job)  # rank 0: a miss, stored, decision "miss"
+
+    monkeypatch.setenv("RANK", "1")
+    again = Counter()
+    # rank 0 decided "miss" for this run (token run-1): rank 1 computes alongside it, even
+    # though an entry exists by now (rank 0 stored it) -- it must not switch to loading
+    _, metrics = cached_stage(cfg, "teacher", again, job)
+    assert again.calls == 1 and metrics["cache"]["hit"] is False
+    # a rerun's rank 1 (new token) waits for its own rank 0's decision, then follows it
+    monkeypatch.setenv("KDL_HYDRA_JOB", '{"token": "run-2"}')
+    done: dict = {}
+    waiter = threading.Thread(
+        target=lambda: done.update(r=cached_stage(cfg, "teacher", Counter(), job))
+    )
+    waiter.start()
+    time.sleep(0.5)
+    assert waiter.is_alive()  # still waiting: no decision for run-2 yet
+    monkeypatch.setenv("RANK", "0")
+    cached_stage(cfg, "teacher", Counter(), job)  # rank 0 of run-2: a hit
+    waiter.join(timeout=10)
+    assert done["r"][1]["cache"]["hit"] is True
+    assert len(read_events(tmp_path / "cache")) == 2  # only the rank-0 calls were recorded

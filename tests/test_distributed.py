@@ -69,3 +69,16 @@ def test_slurm_launcher_asks_one_task_per_device_on_each_node() -> None:
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 2)
+
+
+def test_is_global_zero_reads_the_launchers_rank_before_any_process_group(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert not distributed.is_global_zero()
+    monkeypatch.setenv("RANK", "0")  # the global rank wins over the per-node one
+    assert distributed.is_global_zero()
+    monkeypatch.setenv("RANK", "3")
+    assert not distributed.is_global_zero()
