@@ -51,7 +51,7 @@ class _CIFARDataModule(ClassificationDataModule):
         check_md5: bool = True,
         augment: bool = True,
         num_workers: int = 4,
-        pin_memory: bool = True,
+        pin_memory: bool = False,
         eval_batch_size: int | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory, eval_batch_size)

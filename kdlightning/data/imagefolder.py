@@ -49,7 +49,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         seed: int = 0,
         batch_size: int = 256,
         num_workers: int = 8,
-        pin_memory: bool = True,
+        pin_memory: bool = False,
         eval_batch_size: int | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory, eval_batch_size)
