@@ -7,7 +7,8 @@
 checkpoint (``teacher/checkpoints/best.ckpt``), ``teacher.pt`` (a plain state dict) and
 ``results.json``; both files are accepted by ``teacher.checkpoint``. A teacher is loaded from a
 kdlightning/Lightning checkpoint, a plain state-dict file or, through
-``teacher=torchvision teacher.model.weights=...``, torchvision weights in the local cache.
+``teacher=torchvision teacher.model.weights=... teacher.pretrained=true``, torchvision weights in
+the local cache (``pretrained=true``: evaluate the teacher as built instead of training it).
 
 Before distilling, the teacher is evaluated on the validation split: its accuracy is logged as
 ``teacher/val_acc`` (to the stage's loggers and into results.json), and a teacher no better than
@@ -97,6 +98,10 @@ def obtain_teacher(
         load_weights(teacher, ckpt, role="teacher")
         metrics = evaluate(trainer, module, dm)
         metrics["checkpoint"] = str(Path(ckpt).expanduser().resolve())
+    elif cfg.teacher.get("pretrained", False):
+        # The model came with its weights (e.g. torchvision's, from the local cache): use as is.
+        log.info("Using the pretrained teacher as built (teacher.pretrained=true), not training")
+        metrics = evaluate(trainer, module, dm)
     else:
         log.info("Training the teacher")
         metrics = fit_and_test(trainer, module, dm)

@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import FAST, read_json, run_module
+from conftest import FAST, cli_env, read_json, run_module
 from lightning.pytorch.loggers import CSVLogger
 
 from kdlightning.checkpoints import read_state_dict
@@ -84,3 +84,34 @@ def test_a_checkpoint_of_another_architecture_fails_with_the_keys(tmp_path: Path
     err = proc.stderr
     assert "does not fit the configured teacher model" in err
     assert "missing keys: features.0.weight" in err and "unexpected keys: 1.bias, 1.weight" in err
+
+
+@pytest.mark.slow
+def test_pretrained_torchvision_teacher_from_the_local_cache_is_evaluated_not_trained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torchvision = pytest.importorskip("torchvision")
+    from fake_files import write_image_folder
+
+    from kdlightning.models.hub import torchvision_weights_file
+
+    write_image_folder(tmp_path / "images" / "train", classes=3, per_class=6, size=32)
+    write_image_folder(tmp_path / "images" / "val", classes=3, per_class=2, size=32)
+    # A 3-class resnet18 saved where torchvision caches IMAGENET1K_V1 stands in for the file.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    env = cli_env()
+    path, _ = torchvision_weights_file("resnet18", "IMAGENET1K_V1")
+    path.parent.mkdir(parents=True)
+    source = torchvision.models.resnet18(num_classes=3)
+    torch.save(source.state_dict(), path)
+    run_module(
+        "kdlightning.train", *FAST, "data=imagefolder", f"data.root={tmp_path / 'images'}",
+        "data.image_size=32", "data.val_size=6", "data.batch_size=6", "data.num_workers=0",
+        "teacher=torchvision", "teacher.model.weights=IMAGENET1K_V1", "teacher.pretrained=true",
+        "student=mlp", "baseline=false", f"hydra.run.dir={tmp_path / 'run'}", env=env,
+    )  # fmt: skip
+    results = read_json(tmp_path / "run" / "results.json")
+    assert "teacher/val_acc" in results["teacher"]
+    assert not (tmp_path / "run" / "teacher" / "checkpoints").exists()  # never fitted
+    # the distilled stage saw the very same (frozen, loaded) teacher on validation
+    assert results["distilled"]["val/teacher_acc"] == pytest.approx(results["teacher"]["val/acc"])

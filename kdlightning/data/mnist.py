@@ -14,6 +14,7 @@ torchvision reads the idx files (it wants them unpacked, hence the gunzip).
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 from pathlib import Path
 
@@ -45,14 +46,18 @@ def stage_idx_files(raw_dir: Path, search_dirs: list[Path]) -> bool:
             continue
         for folder in [raw_dir, *search_dirs]:
             packed, plain = folder / f"{name}.gz", folder / name
-            if packed.is_file():
+            if packed.is_file() or plain.is_file():
                 raw_dir.mkdir(parents=True, exist_ok=True)
-                with gzip.open(packed, "rb") as src, open(target, "wb") as dst:
+                # Write aside, then rename: several processes (DDP ranks) may stage at once,
+                # and none of them may ever read a half-written file.
+                partial = raw_dir / f".{name}.{os.getpid()}.partial"
+                opener = gzip.open if packed.is_file() else open
+                with (
+                    opener(packed if packed.is_file() else plain, "rb") as src,
+                    open(partial, "wb") as dst,
+                ):
                     shutil.copyfileobj(src, dst)
-                break
-            if plain.is_file():
-                raw_dir.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(plain, target)
+                os.replace(partial, target)
                 break
         else:
             return False
