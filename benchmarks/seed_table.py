@@ -7,6 +7,9 @@ Reads every ``<multirun dir>/<job>/results.json`` and prints a Markdown table of
 validation accuracy (mean ± sample standard deviation, in %) and parameter count per model,
 plus the distilled-minus-alone test accuracy difference paired by seed. The test accuracies
 are those of each stage's best-validation checkpoint (the job selects on validation only).
+A multirun over several (temperature, alpha) values gets one table per pair:
+
+    python -m kdlightning.train -m experiment=mnist1d kd.temperature=1,2,4,8 seed=0,1,2
 """
 
 from __future__ import annotations
@@ -62,12 +65,24 @@ def seed_table(jobs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def by_kd_setting(jobs: list[dict[str, Any]]) -> dict[tuple[Any, Any], list[dict[str, Any]]]:
+    """Jobs grouped by their (temperature, alpha), in sorted order."""
+    groups: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+    for job in jobs:
+        summary = job.get("summary", {})
+        groups.setdefault((summary.get("temperature"), summary.get("alpha")), []).append(job)
+    return dict(sorted(groups.items(), key=lambda kv: tuple(str(v) for v in kv[0])))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("multirun_dirs", nargs="+", type=Path, help="Hydra multirun folder(s)")
     args = parser.parse_args(argv)
     for folder in args.multirun_dirs:
-        print(f"### {folder}\n\n{seed_table(load_jobs(folder))}\n")
+        groups = by_kd_setting(load_jobs(folder))
+        for (temperature, alpha), jobs in groups.items():
+            setting = f" (T = {temperature}, alpha = {alpha})" if len(groups) > 1 else ""
+            print(f"### {folder}{setting}\n\n{seed_table(jobs)}\n")
     return 0
 
 

@@ -15,14 +15,16 @@ seed_table = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(seed_table)
 
 
-def write_job(folder: Path, seed: int, teacher: float, alone: float, kd: float) -> None:
+def write_job(
+    folder: Path, seed: int, teacher: float, alone: float, kd: float, temperature: float = 4.0
+) -> None:
     folder.mkdir(parents=True)
     role = lambda acc, params: {"test/acc": acc, "val/acc": acc + 0.01, "params": params}  # noqa: E731
     results = {
         "teacher": role(teacher, 1000),
         "baseline": role(alone, 100),
         "distilled": role(kd, 100),
-        "summary": {"seed": seed},
+        "summary": {"seed": seed, "temperature": temperature, "alpha": 0.9},
     }
     (folder / "results.json").write_text(json.dumps(results))
 
@@ -45,3 +47,13 @@ def test_mean_std_table_by_hand(tmp_path: Path, capsys: pytest.CaptureFixture[st
 def test_an_empty_folder_says_so(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match=r"no \*/results.json"):
         seed_table.main([str(tmp_path)])
+
+
+def test_one_table_per_kd_setting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_job(tmp_path / "0", 0, 0.9, 0.7, 0.71, temperature=1.0)
+    write_job(tmp_path / "1", 0, 0.9, 0.7, 0.75, temperature=8.0)
+    seed_table.main([str(tmp_path)])
+    out = capsys.readouterr().out
+    assert out.count("### ") == 2
+    assert "(T = 1.0, alpha = 0.9)" in out and "(T = 8.0, alpha = 0.9)" in out
+    assert "| distilled student | 71.00 ± - |" in out and "| distilled student | 75.00 ± - |" in out
