@@ -4,6 +4,7 @@
     python -m kdlightning.train kd.temperature=8 kd.alpha=0.5    # any value from the CLI
     python -m kdlightning.train teacher.checkpoint=PATH          # reuse a trained teacher
     python -m kdlightning.train cache.enabled=false              # retrain a cached teacher
+    python -m kdlightning.train task=classify                    # train the teacher only
     python -m kdlightning.train -m kd.temperature=1,2,4,8        # a Hydra multirun sweep
     python -m kdlightning.train -m +sweep=temperature_alpha seed=0,1,2   # T x alpha x seeds
     python -m kdlightning.report logs/multiruns/<date>           # the sweep's report
@@ -34,7 +35,6 @@ from omegaconf import DictConfig
 
 from kdlightning import tracking
 from kdlightning.cache import cached_stage, clear_decisions
-from kdlightning.checkpoints import load_weights
 from kdlightning.compare import comparison_table, ratios
 from kdlightning.data.base import ClassificationDataModule
 from kdlightning.distributed import is_global_zero, job_scope, relaunch_safe
@@ -42,7 +42,8 @@ from kdlightning.losses import check_alpha, check_temperature
 from kdlightning.measure import measure_model
 from kdlightning.module import ClassifierModule, DistillationModule
 from kdlightning.report import mark_failed
-from kdlightning.stages import build_model, evaluate, fit_and_test, make_trainer
+from kdlightning.stages import build_model, fit_and_test, make_trainer
+from kdlightning.teacher import check_task, obtain_teacher, run_classify
 
 log = logging.getLogger(__name__)
 
@@ -75,28 +76,11 @@ def _measure(cfg: DictConfig, model: torch.nn.Module, dm: ClassificationDataModu
 def get_teacher(
     cfg: DictConfig, dm: ClassificationDataModule, output_dir: Path
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Load the teacher from ``teacher.checkpoint`` or train it; returns it with its metrics."""
-    L.seed_everything(cfg.seed, workers=True)
-    teacher = build_model(cfg.teacher.model, dm, "teacher")
-    module = ClassifierModule(teacher, num_classes=dm.num_classes, **_optim(cfg))
-    ckpt = cfg.teacher.get("checkpoint")
-    if ckpt:
-        log.info("Loading the teacher from %s", ckpt)
-        load_weights(teacher, ckpt, role="teacher")
-        metrics = evaluate(make_trainer(cfg, "teacher", output_dir), module, dm)
-        metrics["checkpoint"] = str(Path(ckpt).resolve())
-    else:
-        log.info("Training the teacher")
-        metrics = fit_and_test(make_trainer(cfg, "teacher", output_dir), module, dm)
-    chance = 1.0 / dm.num_classes
-    if metrics.get("val/acc", 1.0) <= 1.5 * chance:
-        log.warning(
-            "The teacher's validation accuracy %.3f is near chance (%.3f): distilling from it "
-            "will not help. Check teacher.checkpoint or train the teacher longer.",
-            metrics["val/acc"],
-            chance,
-        )
-    return teacher.eval(), metrics
+    """Load the teacher from ``teacher.checkpoint`` or train it; returns it with its metrics.
+
+    The single entry point for obtaining the teacher; the life cycle is in kdlightning.teacher.
+    """
+    return obtain_teacher(cfg, dm, output_dir, _optim(cfg))
 
 
 def get_baseline(
@@ -112,6 +96,8 @@ def get_baseline(
 
 def run(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     """Run the whole job for a composed config and return the results written to disk."""
+    if check_task(cfg.get("task", "distill")) == "classify":
+        return run_classify(cfg, output_dir, get_teacher)
     temperature, alpha = check_temperature(cfg.kd.temperature), check_alpha(cfg.kd.alpha)
     output_dir.mkdir(parents=True, exist_ok=True)
     dm: ClassificationDataModule = instantiate(cfg.data)
@@ -174,7 +160,8 @@ def main(cfg: DictConfig) -> float:
             tracking.finish()  # the next job of a multirun must not log into this job's last run
             if is_global_zero():
                 clear_decisions(output_dir)  # every rank has read them by now
-    return float(results["distilled"]["val/acc"])
+    # task=classify has no distilled student: its sweeps optimize the trained model.
+    return float(results.get("distilled", results["teacher"])["val/acc"])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,124 @@
+"""Models by name from torchvision (always) and timm (optional extra), never downloading.
+
+    torchvision_model("resnet18", num_classes=10, input_shape=(3, 224, 224))
+    torchvision_model("resnet18", num_classes=1000, input_shape=(3, 224, 224),
+                      weights="IMAGENET1K_V1")   # only if the file is in torch.hub's cache
+    timm_model("resnet18", num_classes=10, input_shape=(3, 224, 224))  # kdlightning[timm]
+
+Pretrained weights are loaded only from local files: torchvision's from
+``<torch.hub.get_dir()>/checkpoints/<file name of the weights' URL>`` (where torchvision itself
+caches them; set ``TORCH_HOME`` to move it), timm's from ``pretrained_file``. When the data set
+has another number of classes than the weights, the classifier head is left freshly initialised
+(fine-tuning with ``task=classify``); everything else must fit exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+import torchvision
+from torch import nn
+
+from kdlightning.checkpoints import CheckpointError
+
+log = logging.getLogger(__name__)
+
+
+def torchvision_weights_file(name: str, weights: str) -> tuple[Path, Any]:
+    """The local cache path of torchvision's ``weights`` for model ``name``, and the enum entry."""
+    try:
+        enum = torchvision.models.get_model_weights(name)
+    except (ValueError, KeyError) as err:
+        raise ValueError(f"torchvision has no weights for model {name!r}: {err}") from err
+    try:
+        entry = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
+    except KeyError:
+        known = ", ".join(["DEFAULT", *(w.name for w in enum)])
+        raise ValueError(
+            f"unknown torchvision weights {weights!r} for {name!r}; choose one of {known}"
+        ) from None
+    filename = Path(urlparse(entry.url).path).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename, entry
+
+
+def _load_except_head(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` strictly except for shape-mismatched classifier tensors (a new head)."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    reshaped = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or len(reshaped) > 2:  # a head is one weight and one bias
+        raise CheckpointError(
+            f"the weights {source} do not fit the model: missing keys {missing[:10]}, "
+            f"unexpected keys {unexpected[:10]}, shape mismatches {reshaped[:10]}"
+        )
+    if reshaped:
+        log.warning("%s: new classifier head for this number of classes (%s)", source, reshaped)
+    model.load_state_dict({k: v for k, v in state.items() if k not in reshaped}, strict=False)
+
+
+def torchvision_model(
+    name: str,
+    num_classes: int,
+    input_shape: Sequence[int],
+    weights: str | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """``torchvision.models.get_model(name, num_classes=...)``; ``weights`` from the local cache.
+
+    ``input_shape`` is unused by torchvision (its models pool globally) but checked by the job.
+    """
+    if name not in torchvision.models.list_models():
+        raise ValueError(
+            f"torchvision has no model {name!r}; see torchvision.models.list_models() "
+            "(e.g. resnet18, mobilenet_v3_small, efficientnet_b0, vit_b_16)"
+        )
+    model = torchvision.models.get_model(name, weights=None, num_classes=int(num_classes), **kwargs)
+    if weights:
+        path, _ = torchvision_weights_file(name, weights)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"torchvision weights {name}.{weights} not found at {str(path)!r}; kdlightning "
+                "never downloads. Fetch the file on a machine with network access (e.g. "
+                f"torchvision.models.get_model({name!r}, weights={weights!r})) and copy it "
+                "there, or pass the file as teacher.checkpoint."
+            )
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        _load_except_head(model, state, f"{str(path)!r}")
+    return model
+
+
+def timm_model(
+    name: str,
+    num_classes: int,
+    input_shape: Sequence[int],
+    pretrained_file: str | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """``timm.create_model(name, num_classes=..., in_chans=C)``, pretrained from a local file."""
+    try:
+        import timm
+    except ImportError as err:
+        raise ImportError(
+            "timm models need the optional extra: pip install 'kdlightning[timm]'"
+        ) from err
+    if not timm.is_model(name):
+        raise ValueError(f"timm has no model {name!r}; see timm.list_models()")
+    overlay = None
+    if pretrained_file:
+        if not Path(pretrained_file).expanduser().is_file():
+            raise FileNotFoundError(f"timm pretrained_file not found: {pretrained_file!r}")
+        overlay = {"file": str(Path(pretrained_file).expanduser())}
+    return timm.create_model(
+        name,
+        pretrained=overlay is not None,
+        pretrained_cfg_overlay=overlay,
+        num_classes=int(num_classes),
+        in_chans=int(input_shape[0]),
+        **kwargs,
+    )

@@ -1,0 +1,93 @@
+"""conf/experiment/: composition (the published CIFAR recipe) and a few steps of each on tiny
+files in the official formats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import FAST, REPO_ROOT, read_json, run_module
+from fake_files import write_cifar, write_idx_dataset
+from hydra import compose, initialize_config_dir
+
+CIFAR_EXPERIMENTS = {
+    "cifar100_resnet32x4_resnet8x4": ("resnet32x4", "resnet8x4"),
+    "cifar100_wrn40_2_wrn16_2": ("wrn_40_2", "wrn_16_2"),
+}
+
+
+def composed(*overrides: str):
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("name", sorted(CIFAR_EXPERIMENTS))
+def test_cifar100_experiments_use_the_published_recipe(name: str) -> None:
+    cfg = composed(f"experiment={name}")
+    teacher, student = CIFAR_EXPERIMENTS[name]
+    assert cfg.data._target_ == "kdlightning.data.CIFAR100DataModule"
+    assert cfg.teacher.model._target_ == f"kdlightning.models.cifar.{teacher}"
+    assert cfg.student.model._target_ == f"kdlightning.models.cifar.{student}"
+    opt, sched = cfg.optim.optimizer, cfg.optim.scheduler
+    assert opt._target_ == "torch.optim.SGD"
+    assert (opt.lr, opt.momentum, opt.weight_decay) == (0.05, 0.9, 0.0005)
+    assert sched._target_ == "torch.optim.lr_scheduler.MultiStepLR"
+    assert list(sched.milestones) == [150, 180, 210] and sched.gamma == 0.1
+    assert cfg.data.batch_size == 64 and cfg.trainer.max_epochs == 240
+    assert (cfg.kd.temperature, cfg.kd.alpha) == (4.0, 0.9)
+
+
+def test_cpu_experiments_compose() -> None:
+    fm = composed("experiment=fashion_mnist")
+    assert fm.data._target_ == "kdlightning.data.FashionMNISTDataModule"
+    assert fm.teacher.model._target_ == "kdlightning.models.SmallCNN"
+    assert fm.student.model._target_ == "kdlightning.models.SmallCNN"
+    m1 = composed("experiment=mnist1d")
+    assert m1.data._target_ == "kdlightning.data.MNIST1DDataModule"
+    assert m1.teacher.model._target_ == "kdlightning.models.CNN1D"
+    assert m1.student.model._target_ == "kdlightning.models.MLP"
+    assert composed().task == "distill"
+
+
+@pytest.mark.slow
+def test_cifar100_experiments_run_a_few_steps_on_fake_pickles(tmp_path: Path) -> None:
+    write_cifar(tmp_path / "data", "cifar-100", n_train=40, n_test=8)
+    run_module(
+        "kdlightning.train", "-m",
+        "experiment=" + ",".join(sorted(CIFAR_EXPERIMENTS)),
+        "data=cifar100",  # so that the multirun's base config already has the data.* keys
+        *FAST, "baseline=false", "trainer.accelerator=cpu", "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1", "data.batch_size=4", "data.val_size=8",
+        "data.num_workers=0", "data.pin_memory=false", "data.check_md5=false",
+        f"data.data_dir={tmp_path / 'data'}", "benchmark.batch_size=2", "benchmark.repeats=1",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )  # fmt: skip
+    for job in ("0", "1"):
+        results = read_json(tmp_path / "sweep" / job / "results.json")
+        assert {"teacher", "distilled", "summary"} <= set(results)
+        assert results["teacher"]["params"] > results["distilled"]["params"]
+
+
+@pytest.mark.slow
+def test_fashion_mnist_experiment_runs_on_idx_files_without_download(tmp_path: Path) -> None:
+    debian = tmp_path / "debian"
+    write_idx_dataset(debian, n_train=120, n_test=20)
+    run_module(
+        "kdlightning.train", "experiment=fashion_mnist", *FAST, "data.val_size=20",
+        "data.batch_size=16", f"data.data_dir={tmp_path / 'data'}", f"data.system_dir={debian}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )  # fmt: skip
+    results = read_json(tmp_path / "run" / "results.json")
+    assert {"teacher", "baseline", "distilled"} <= set(results)
+    assert (tmp_path / "data" / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").is_file()
+
+
+@pytest.mark.slow
+def test_mnist1d_experiment_runs(tmp_path: Path) -> None:
+    run_module(
+        "kdlightning.train", "experiment=mnist1d", *FAST, "data.num_samples=400",
+        "data.val_size=40", f"hydra.run.dir={tmp_path / 'run'}",
+    )  # fmt: skip
+    results = read_json(tmp_path / "run" / "results.json")
+    assert results["teacher"]["test/acc"] >= 0.0 and "teacher/val_acc" in results["teacher"]
