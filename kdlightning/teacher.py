@@ -32,6 +32,7 @@ from omegaconf import DictConfig
 from kdlightning.checkpoints import load_weights
 from kdlightning.compare import comparison_table
 from kdlightning.data.base import ClassificationDataModule
+from kdlightning.distributed import is_global_zero
 from kdlightning.measure import measure_model
 from kdlightning.module import ClassifierModule
 from kdlightning.stages import build_model, evaluate, fit_and_test, make_trainer
@@ -122,6 +123,8 @@ def run_classify(cfg: DictConfig, output_dir: Path, get_teacher: TeacherGetter) 
     output_dir.mkdir(parents=True, exist_ok=True)
     dm: ClassificationDataModule = instantiate(cfg.data)
     model, metrics = get_teacher(cfg, dm, output_dir)
+    if not is_global_zero():  # DDP: the other ranks trained with rank 0; it alone writes
+        return {"teacher": metrics}
     b = cfg.benchmark
     cost = measure_model(model, dm.input_shape, b.batch_size, b.warmup, b.repeats)
     weights = output_dir / "teacher.pt"
