@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -27,9 +28,18 @@ def build_model(model_cfg: DictConfig, dm: ClassificationDataModule, role: str) 
     """Instantiate ``model_cfg`` for the data module's classes and input shape, and check it."""
     if "_target_" not in model_cfg:
         raise ValueError(f"the {role} config has no model._target_; see conf/{role}/ for examples")
-    model = instantiate(
-        model_cfg, num_classes=dm.num_classes, input_shape=list(dm.input_shape), _convert_="all"
-    )
+    try:
+        model = instantiate(
+            model_cfg, num_classes=dm.num_classes, input_shape=list(dm.input_shape), _convert_="all"
+        )
+    except InstantiationException as err:
+        # Hydra wraps the builder's own error; a bad value (e.g. a 1-D model for images) should
+        # read as one, naming the role and the data, not as a Hydra internals traceback.
+        cause = err.__cause__ or err
+        raise ValueError(
+            f"cannot build the {role} model {model_cfg._target_} for data with "
+            f"{dm.num_classes} classes and input shape {tuple(dm.input_shape)}: {cause}"
+        ) from err
     check_model_output(model, dm.num_classes, dm.input_shape, role)
     return model
 

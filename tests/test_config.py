@@ -8,6 +8,7 @@ import lightning as L
 import pytest
 import torch
 from conftest import CONF_DIR, compose, config_options
+from fake_files import write_image_folder
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -35,12 +36,34 @@ def test_default_config_values() -> None:
     assert cfg.teacher.checkpoint is None
 
 
-def _data_modules() -> list[ClassificationDataModule]:
+def _data_modules(tmp_path: Path) -> list[ClassificationDataModule]:
     out = []
     for name in config_options("data"):
         cfg = compose([f"data={name}"])
+        cfg = compose([f"data={name}", *_fill_missing(cfg, tmp_path)])
         out.append(instantiate(cfg.data))
     return out
+
+
+# Groups that are not in train.yaml's defaults list are added with "+group=option".
+OPTIONAL_GROUPS = {"sweep"}
+
+
+def _select(group: str, option: str) -> str:
+    return f"{'+' if group in OPTIONAL_GROUPS else ''}{group}={option}"
+
+
+def _fill_missing(cfg, tmp_path: Path) -> list[str]:
+    """Overrides for the values a config leaves for the user (``???``), e.g. data.root."""
+    missing = OmegaConf.missing_keys(cfg)
+    extra = []
+    if "data.root" in missing:  # imagefolder: a tiny folder of class folders
+        write_image_folder(tmp_path / "images" / "train")
+        write_image_folder(tmp_path / "images" / "val")
+        extra.append(f"data.root={tmp_path / 'images'}")
+        missing.discard("data.root")
+    assert not missing, f"no test value for the mandatory keys {sorted(missing)}"
+    return extra
 
 
 @pytest.mark.parametrize("group", GROUPS)
@@ -48,20 +71,22 @@ def test_every_option_composes_and_resolves(group: str, tmp_path: Path) -> None:
     options = config_options(group)
     assert options, f"conf/{group} is empty"
     for option in options:
-        cfg = compose([f"{group}={option}"], output_dir=tmp_path)
+        cfg = compose([_select(group, option)], output_dir=tmp_path)
+        cfg = compose([_select(group, option), *_fill_missing(cfg, tmp_path)], tmp_path)
         OmegaConf.resolve(cfg)  # every interpolation resolves
 
 
 @pytest.mark.parametrize("name", config_options("data"))
-def test_data_configs_instantiate(name: str) -> None:
-    dm = instantiate(compose([f"data={name}"]).data)
+def test_data_configs_instantiate(name: str, tmp_path: Path) -> None:
+    cfg = compose([f"data={name}"])
+    dm = instantiate(compose([f"data={name}", *_fill_missing(cfg, tmp_path)]).data)
     assert isinstance(dm, ClassificationDataModule)
     assert dm.num_classes >= 2 and len(dm.input_shape) >= 1
 
 
 @pytest.mark.parametrize("role", ["teacher", "student"])
-def test_model_configs_build_for_some_data_set(role: str) -> None:
-    modules = _data_modules()
+def test_model_configs_build_for_some_data_set(role: str, tmp_path: Path) -> None:
+    modules = _data_modules(tmp_path)
     for option in config_options(role):
         cfg = compose([f"{role}={option}"])
         errors = []

@@ -16,8 +16,10 @@ ROLES = ("teacher", "baseline", "distilled")
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    out = tmp_path_factory.mktemp("run") / "job"
-    proc = run_module("kdlightning.train", *FAST, f"hydra.run.dir={out}")
+    root = tmp_path_factory.mktemp("run")
+    out = root / "job"
+    # its own log dir, hence its own teacher/baseline cache: this run trains every stage
+    proc = run_module("kdlightning.train", *FAST, f"hydra.run.dir={out}", f"paths.log_dir={root}")
     return out, proc.stdout
 
 
@@ -67,7 +69,7 @@ def test_reusing_the_teacher_checkpoint_skips_training(
     ckpt = first["teacher"]["checkpoint"]
     proc = run_module(
         "kdlightning.train", *FAST, f"hydra.run.dir={tmp_path}", f"teacher.checkpoint={ckpt}",
-        "baseline=false", "kd.temperature=2",
+        "baseline=false", "kd.temperature=2", f"paths.log_dir={tmp_path}",
     )  # fmt: skip
     assert "Loading the teacher from" in proc.stderr + proc.stdout
     assert "Training the teacher" not in proc.stderr + proc.stdout
@@ -89,8 +91,8 @@ def test_reusing_the_teacher_checkpoint_skips_training(
 )
 def test_user_errors_are_reported_clearly(override: str, expected: str, tmp_path: Path) -> None:
     proc = run_module(
-        "kdlightning.train", *FAST, f"hydra.run.dir={tmp_path}", override, check=False,
-        env=None,
+        "kdlightning.train", *FAST, f"hydra.run.dir={tmp_path}", override,
+        f"paths.log_dir={tmp_path}", check=False,
     )  # fmt: skip
     assert proc.returncode != 0
     assert expected in proc.stderr
@@ -103,7 +105,7 @@ def test_wrong_teacher_architecture_lists_the_keys(
     ckpt = read_json(out / "results.json")["teacher"]["checkpoint"]
     proc = run_module(
         "kdlightning.train", *FAST, f"hydra.run.dir={tmp_path}", f"teacher.checkpoint={ckpt}",
-        "teacher=mlp", check=False,
+        "teacher=mlp", f"paths.log_dir={tmp_path}", check=False,
     )  # fmt: skip
     assert proc.returncode != 0
     assert "does not fit the configured teacher model" in proc.stderr
