@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
-ROLES = (("teacher", "teacher"), ("baseline", "student alone"), ("distilled", "distilled student"))
+from kdlightning import report
+from kdlightning.compare import ROLES
 
 
 def load_jobs(multirun_dir: Path) -> list[dict[str, Any]]:
@@ -34,9 +34,8 @@ def load_jobs(multirun_dir: Path) -> list[dict[str, Any]]:
 
 def mean_std(values: list[float]) -> str:
     """``mean ± std`` in percent (sample std; ``± -`` for a single value)."""
-    pct = [100.0 * v for v in values]
-    std = f"{statistics.stdev(pct):.2f}" if len(pct) > 1 else "-"
-    return f"{statistics.fmean(pct):.2f} ± {std}"
+    mean, std = report.mean_std([100.0 * v for v in values])
+    return f"{mean:.2f} ± {std:.2f}" if len(values) > 1 else f"{mean:.2f} ± -"
 
 
 def seed_table(jobs: list[dict[str, Any]]) -> str:

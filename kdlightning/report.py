@@ -178,7 +178,8 @@ def _fill_axes_and_settings(jobs: list[Job]) -> None:
         job.setting = " ".join(f"{k}={pairs.get(k, '')}" for k in varying)
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value) of ``values``."""
     mean = statistics.fmean(values)
     return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
 
@@ -196,7 +197,7 @@ def aggregate(jobs: Iterable[Job]) -> list[dict[str, Any]]:
         row["seeds"] = sorted(j.seed for j in members if j.seed is not None)
         for name in ("val_acc", "test_acc", "test_agreement"):
             values = [getattr(j, name) for j in members if getattr(j, name) is not None]
-            mean, std = _mean_std(values) if values else (math.nan, math.nan)
+            mean, std = mean_std(values) if values else (math.nan, math.nan)
             row[f"{name}_mean"], row[f"{name}_std"] = mean, std
         rows.append(row)
     return rows
@@ -230,7 +231,7 @@ def reference_accuracy(jobs: Iterable[Job], attr: str) -> tuple[float, float, in
             per_seed.setdefault((job.setting, job.seed), value)
     if not per_seed:
         return None
-    mean, std = _mean_std(list(per_seed.values()))
+    mean, std = mean_std(list(per_seed.values()))
     return mean, std, len(per_seed)
 
 
