@@ -19,7 +19,7 @@ from pathlib import Path
 from torchvision import datasets, transforms
 
 from kdlightning.data.base import ClassificationDataModule
-from kdlightning.data.splits import TransformSubset, split_indices
+from kdlightning.data.splits import split_with_transforms
 
 
 def _without_md5(cls: type[datasets.CIFAR10]) -> type[datasets.CIFAR10]:
@@ -96,12 +96,11 @@ class _CIFARDataModule(ClassificationDataModule):
                 f"{self.data_dir / full.base_folder} lists {len(full.classes)} classes, "
                 f"expected {self.num_classes}"
             )
-        train_idx, val_idx = split_indices(len(full), self.val_size, self.seed)
-        self.train_set = TransformSubset(full, train_idx, self.transforms(train=True))
-        # Validation images come from the training set but must not be augmented.
-        self.val_set = TransformSubset(full, val_idx, self.transforms(train=False))
         test = self._dataset(train=False)
-        self.test_set = TransformSubset(test, range(len(test)), self.transforms(train=False))
+        self.train_set, self.val_set, self.test_set = split_with_transforms(
+            full, test, self.val_size, self.seed,
+            self.transforms(train=True), self.transforms(train=False),
+        )  # fmt: skip
 
 
 class CIFAR10DataModule(_CIFARDataModule):

@@ -18,7 +18,7 @@ from pathlib import Path
 from torchvision import datasets, transforms
 
 from kdlightning.data.base import ClassificationDataModule
-from kdlightning.data.splits import TransformSubset, split_indices
+from kdlightning.data.splits import split_with_transforms
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -87,7 +87,7 @@ class ImageFolderDataModule(ClassificationDataModule):
                 f"the class folders of {str(self.test_root)!r} differ from those of "
                 f"{str(self.train_root)!r}: {sorted(set(test.classes) ^ set(full.classes))}"
             )
-        train_idx, val_idx = split_indices(len(full), self.val_size, self.seed)
-        self.train_set = TransformSubset(full, train_idx, self.transforms(train=True))
-        self.val_set = TransformSubset(full, val_idx, self.transforms(train=False))
-        self.test_set = TransformSubset(test, range(len(test)), self.transforms(train=False))
+        self.train_set, self.val_set, self.test_set = split_with_transforms(
+            full, test, self.val_size, self.seed,
+            self.transforms(train=True), self.transforms(train=False),
+        )  # fmt: skip

@@ -55,3 +55,24 @@ class TransformSubset(Dataset):
     def __getitem__(self, i: int) -> tuple[Any, Any]:
         x, y = self.dataset[self.indices[i]]
         return (self.transform(x) if self.transform is not None else x), y
+
+
+def split_with_transforms(
+    full: Dataset,
+    test: Dataset,
+    val_size: int,
+    seed: int,
+    train_transform: Callable[[Any], Any],
+    eval_transform: Callable[[Any], Any],
+) -> tuple[TransformSubset, TransformSubset, TransformSubset]:
+    """(train, val, test) sets: a seeded cut of ``full`` and the whole ``test`` set.
+
+    Only the training part augments; validation images come from the training set but get the
+    evaluation transforms, like the test set.
+    """
+    train_idx, val_idx = split_indices(len(full), val_size, seed)  # type: ignore[arg-type]
+    return (
+        TransformSubset(full, train_idx, train_transform),
+        TransformSubset(full, val_idx, eval_transform),
+        TransformSubset(test, range(len(test)), eval_transform),  # type: ignore[arg-type]
+    )
