@@ -11,9 +11,9 @@ start=$(date +%s)
 $PY -m kdlightning.train -m experiment=mnist1d kd.temperature=1,2,8 seed=0,1,2 baseline=false \
   hydra.sweep.dir=logs/multiruns/mnist1d_temperature
 echo "WALL mnist1d_temperature: $(( $(date +%s) - start )) s"
-$PY benchmarks/seed_table.py logs/multiruns/mnist1d_temperature
+$PY -m kdlightning.report logs/multiruns/mnist1d_temperature --by-role
 start=$(date +%s)
 $PY -m kdlightning.train -m experiment=fashion_mnist kd.alpha=0.5 seed=0,1,2 baseline=false \
   hydra.sweep.dir=logs/multiruns/fashion_mnist_alpha0.5
 echo "WALL fashion_mnist_alpha0.5: $(( $(date +%s) - start )) s"
-$PY benchmarks/seed_table.py logs/multiruns/fashion_mnist_alpha0.5
+$PY -m kdlightning.report logs/multiruns/fashion_mnist_alpha0.5 --by-role

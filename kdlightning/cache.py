@@ -1,21 +1,30 @@
-"""Train the teacher and the student-alone baseline once per sweep, not once per job.
+"""Compute once per sweep, not once per job: trained teachers, baselines and teacher logits.
 
     python -m kdlightning.train -m kd.temperature=1,2,4,8 kd.alpha=0.1,0.5,0.9
     # job 0 trains the teacher and the baseline and stores them; jobs 1..11 load them
     python -m kdlightning.train cache.enabled=false      # always retrain
     python -m kdlightning.train cache.dir=/fast/disk     # where entries live (paths.cache_dir)
 
-A stage's result (the trained ``nn.Module`` and its metrics) is stored under
-``<cache.dir>/<stage>/<key>/`` where ``key`` hashes every resolved config that can change it
-(:data:`STAGE_INPUTS`): the model, data, optimizer, trainer and callbacks settings, the seed and
-the kdlightning version -- but not ``kd.*``, loggers or paths, which is what lets a temperature
-sweep share one teacher. Entries are written to a temporary folder and renamed into place, and
-a file lock serializes the jobs asking for the same key, so parallel launchers train each
-entry once and never read a half-written one. ``events.jsonl`` records every hit and miss.
+An entry is ``<cache.dir>/<kind>/<key>/`` holding ``tensors.pt`` (named tensors only: a model's
+state dict, or teacher logits), ``metrics.json`` and ``meta.json`` (the key's inputs and the
+SHA-256 of ``tensors.pt``). ``key`` hashes everything that can change the result: for a
+stage, the resolved configs in :data:`STAGE_INPUTS` (not ``kd.*``, loggers or paths, which is
+what lets a temperature sweep share one teacher) and the source code of this package (editing a
+model or the training loop never reuses a stale teacher). Nothing is unpickled: tensors are
+read with ``torch.load(weights_only=True)`` after their checksum matched, and models are
+rebuilt from the config. A damaged or tampered entry is named in a warning, discarded and
+recomputed.
+
+Entries are written to a temporary folder and renamed into place; a file lock serializes the jobs
+asking for the same key (a waiting job says what it waits for and gives up after
+``cache.lock_timeout_s``), so parallel launchers compute each entry once and never read a
+half-written one. ``events.jsonl`` records every hit and miss. Under DDP only rank 0 decides
+and writes; the other ranks follow the decision it publishes in the run directory.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -23,14 +32,15 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
+from torch import Tensor, nn
 
 import kdlightning
 from kdlightning.distributed import is_global_zero, job_token
@@ -52,36 +62,68 @@ _IRRELEVANT = {
 StageResult = tuple[nn.Module, dict[str, Any]]
 
 
+class CacheError(RuntimeError):
+    """The cache folder cannot be used (not writable, lock never released)."""
+
+
+@functools.cache
+def code_version() -> str:
+    """SHA-256 (16 hex digits) of this package's Python sources: part of every key."""
+    root = Path(kdlightning.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _plain(cfg: DictConfig, name: str) -> Any:
+    node = cfg.get(name)
+    value = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    if isinstance(value, dict):
+        value = {k: v for k, v in value.items() if k not in _IRRELEVANT.get(name, ())}
+    return value
+
+
 def key_config(cfg: DictConfig, stage: str) -> dict[str, Any]:
     """The resolved sub-configs that determine ``stage``'s trained model (the cache key input)."""
     if stage not in STAGE_INPUTS:
         raise ValueError(f"no cache key is defined for stage {stage!r}; use one of {STAGE_INPUTS}")
-    out: dict[str, Any] = {"kdlightning": kdlightning.__version__}
-    for name in STAGE_INPUTS[stage]:
-        node = cfg.get(name)
-        value = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-        if isinstance(value, dict):
-            value = {k: v for k, v in value.items() if k not in _IRRELEVANT.get(name, ())}
-        out[name] = value
+    out: dict[str, Any] = {"kdlightning": kdlightning.__version__, "code": code_version()}
+    out.update({name: _plain(cfg, name) for name in STAGE_INPUTS[stage]})
     checkpoint = (out.get(stage) or {}).get("checkpoint") if stage == "teacher" else None
-    if checkpoint and Path(checkpoint).is_file():
+    if checkpoint and Path(checkpoint).expanduser().is_file():
         # A teacher loaded from a file is only the same teacher while the file is unchanged.
-        stat = Path(checkpoint).stat()
-        out["checkpoint_file"] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        out["checkpoint_sha256"] = file_sha256(Path(checkpoint).expanduser())
     return out
 
 
-def cache_key(cfg: DictConfig, stage: str) -> str:
-    """A short, stable hash of :func:`key_config`: equal for jobs that may share ``stage``."""
-    blob = json.dumps(key_config(cfg, stage), sort_keys=True, default=str)
+def digest(payload: Any) -> str:
+    """A short, stable hash of a JSON-able ``payload``."""
+    blob = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _record(cache_dir: Path, event: dict[str, Any]) -> None:
-    # One JSON object per line, appended under its own lock: the audit trail of a sweep.
-    lock = FileLock(str(cache_dir / "events.jsonl.lock"))
-    with lock, open(cache_dir / "events.jsonl", "a") as f:
-        f.write(json.dumps({"time": time.time(), **event}) + "\n")
+def cache_key(cfg: DictConfig, stage: str) -> str:
+    """Equal for jobs that may share ``stage``'s result."""
+    return digest(key_config(cfg, stage))
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """A hash of a model's tensors (names, shapes, values): what its outputs depend on."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def read_events(cache_dir: str | Path) -> list[dict[str, Any]]:
@@ -92,111 +134,232 @@ def read_events(cache_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _load(entry: Path) -> StageResult:
-    # The whole module is pickled (not a state dict) so that loading needs no model builder:
-    # however a stage obtains its model, the cache hands back the same object. The cache is
-    # written by this tool only; do not point cache.dir at files you do not trust.
-    model = torch.load(entry / "model.pt", map_location="cpu", weights_only=False)
-    metrics = json.loads((entry / "metrics.json").read_text())
-    return model, metrics
+class DamagedEntry(Exception):
+    """An entry that is incomplete, unreadable or not what its checksum says."""
 
 
-def _store(entry: Path, model: nn.Module, metrics: dict[str, Any], meta: dict[str, Any]) -> None:
-    entry.parent.mkdir(parents=True, exist_ok=True)
+def load_entry(entry: Path) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Any]]:
+    """(tensors, metrics, meta) of a cache entry, checked against its checksum."""
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+        metrics = json.loads((entry / "metrics.json").read_text())
+        if file_sha256(entry / "tensors.pt") != meta.get("sha256"):
+            raise DamagedEntry("tensors.pt does not match the checksum in meta.json")
+        tensors = torch.load(entry / "tensors.pt", map_location="cpu", weights_only=True)
+    except DamagedEntry:
+        raise
+    except Exception as err:  # missing, truncated, garbled JSON, not a tensor file, ...
+        raise DamagedEntry(f"{type(err).__name__}: {err}") from err
+    if not isinstance(tensors, dict) or not all(isinstance(v, Tensor) for v in tensors.values()):
+        raise DamagedEntry("tensors.pt holds no dict of tensors")
+    return tensors, metrics, meta
+
+
+def store_entry(
+    entry: Path, tensors: dict[str, Tensor], metrics: dict[str, Any], meta: dict[str, Any]
+) -> None:
+    """Write an entry to a temporary folder and rename it into place (atomic for readers)."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
     try:
-        torch.save(model, tmp / "model.pt")
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        torch.save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp / "t.pt")
+        os.replace(tmp / "t.pt", tmp / "tensors.pt")
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+        meta = {**meta, "sha256": file_sha256(tmp / "tensors.pt"), "created": time.time()}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
-        os.replace(tmp, entry)  # atomic: readers see no entry or a complete one
+        os.replace(tmp, entry)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def _decision_file(output_dir: Path, stage: str) -> Path:
-    return Path(output_dir) / ".cache_decisions" / f"{stage}.json"
+def _discard(entry: Path, why: str) -> None:
+    log.warning("Cache entry %s is damaged (%s): discarding it and recomputing", entry, why)
+    shutil.rmtree(entry, ignore_errors=True)
 
 
-def _publish_decision(output_dir: Path, stage: str, key: str, hit: bool) -> None:
-    """Rank 0 tells the job's other ranks whether it loads ``stage`` or computes it."""
-    path = _decision_file(output_dir, stage)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"token": job_token(), "key": key, "hit": hit}))
-    os.replace(tmp, path)  # atomic: a reader sees the old decision or the whole new one
+class StageCache:
+    """The cache of one job: ``with StageCache(cfg, out) as cache: cache.stage(...)``.
 
-
-def clear_decisions(output_dir: Path) -> None:
-    """Rank 0, at the end of a job: drop the decisions, so a rerun in this dir starts clean."""
-    shutil.rmtree(Path(output_dir) / ".cache_decisions", ignore_errors=True)
-
-
-def _await_decision(output_dir: Path, stage: str, key: str, cache_cfg: Any) -> bool:
-    """On a rank > 0: wait for rank 0's decision for this job (its token) and return ``hit``."""
-    path, token = _decision_file(output_dir, stage), job_token()
-    timeout = float(cache_cfg.get("rank_wait_s", 7200))
-    start = time.monotonic()
-    while True:
-        try:
-            decision = json.loads(path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            decision = {}
-        if decision.get("token") == token and decision.get("key") == key:
-            return bool(decision["hit"])
-        if time.monotonic() - start > timeout:
-            raise TimeoutError(
-                f"rank 0 published no cache decision for the {stage} in {path} within "
-                f"{timeout:.0f} s (cache.rank_wait_s); did it fail? Set cache.enabled=false "
-                "to train every stage in every job."
-            )
-        time.sleep(0.2)
-
-
-def cached_stage(
-    cfg: DictConfig, stage: str, compute: Callable[[], StageResult], output_dir: Path
-) -> StageResult:
-    """Return ``compute()``'s (model, metrics) for ``stage``, from the cache when possible.
-
-    The metrics gain a ``cache`` entry: ``hit``, ``key``, ``entry`` (the cache folder) and
-    ``trained_in`` (the run directory that computed it). With ``cache.enabled=false`` this is
-    ``compute()`` plus ``cache: {"enabled": false}``.
+    With ``cache.enabled=false`` every call computes. Leaving the block removes the decisions
+    rank 0 published for the other ranks of this job.
     """
-    cache_cfg = cfg.get("cache") or {}
-    if not cache_cfg.get("enabled", False):
-        model, metrics = compute()
-        return model, {**metrics, "cache": {"enabled": False}}
-    cache_dir = Path(str(cache_cfg["dir"])).expanduser().resolve()
-    key = cache_key(cfg, stage)
-    entry = cache_dir / stage / key
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    if not is_global_zero():
-        # A DDP/torchrun rank > 0 trains *together with* rank 0, which holds the lock while it
-        # computes: waiting for that lock here would deadlock the job, and deciding on its own
-        # could disagree with rank 0 (another job may store the entry in between) and leave the
-        # ranks in different fits. So it follows rank 0's published decision; only rank 0 writes.
-        hit = _await_decision(output_dir, stage, key, cache_cfg)
-        model, metrics = _load(entry) if hit else compute()
-        return model, {**metrics, "cache": {"hit": hit, "key": key, "entry": str(entry)}}
-    # Held while computing: a second job asking for the same key waits, then loads the entry.
-    with FileLock(str(entry) + ".lock"):
-        hit = entry.is_dir()  # entries appear by atomic rename, so a folder is a complete one
-        _publish_decision(output_dir, stage, key, hit)
-        if hit:
-            model, metrics = _load(entry)
-            trained_in = json.loads((entry / "meta.json").read_text())["trained_in"]
-            log.info(
-                "Cache hit: reusing the %s from %s (trained in %s); cache.enabled=false retrains",
-                stage,
-                entry,
-                trained_in,
-            )
-        else:
-            log.info("Cache miss: computing the %s and storing it in %s", stage, entry)
+
+    def __init__(self, cfg: DictConfig, output_dir: Path) -> None:
+        cache_cfg = cfg.get("cache") or {}
+        self.cfg = cfg
+        self.output_dir = Path(output_dir)
+        self.enabled = bool(cache_cfg.get("enabled", False))
+        self.lock_timeout_s = float(cache_cfg.get("lock_timeout_s", 3600))
+        self.rank_wait_s = float(cache_cfg.get("rank_wait_s", 7200))
+        self.dir = Path(str(cache_cfg.get("dir", "."))).expanduser().resolve()
+
+    def __enter__(self) -> StageCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if is_global_zero():  # every rank has read them by now
+            shutil.rmtree(self.output_dir / ".cache_decisions", ignore_errors=True)
+
+    # --- public --------------------------------------------------------------------------------
+    def stage(
+        self, stage: str, compute: Callable[[], StageResult], build: Callable[[], nn.Module]
+    ) -> StageResult:
+        """``compute()``'s (model, metrics), or a stored copy rebuilt with ``build()``.
+
+        The metrics gain a ``cache`` entry: ``hit``, ``key``, ``entry`` (the cache folder) and
+        ``trained_in`` (the run directory that computed it), or ``{"enabled": false}``.
+        """
+        if stage not in STAGE_INPUTS:  # no key is defined: always computed (the distilled one)
+            return compute()
+        if not self.enabled:
             model, metrics = compute()
-            trained_in = str(output_dir)
-            meta = {"stage": stage, "key": key, "trained_in": trained_in, "created": time.time()}
-            _store(entry, model, metrics, {**meta, "config": key_config(cfg, stage)})
-        _record(cache_dir, {"stage": stage, "key": key, "hit": hit, "run": str(output_dir)})
-    info = {"hit": hit, "key": key, "entry": str(entry), "trained_in": trained_in}
-    return model, {**metrics, "cache": info}
+            return model, {**metrics, "cache": {"enabled": False}}
+        holder: dict[str, nn.Module] = {}
+
+        def compute_tensors() -> tuple[dict[str, Tensor], dict[str, Any]]:
+            holder["model"], metrics = compute()
+            return holder["model"].state_dict(), metrics
+
+        def restore(tensors: dict[str, Tensor]) -> None:
+            model = build()
+            model.load_state_dict(tensors, strict=True)  # a mismatch means a damaged entry
+            holder["model"] = model.eval()
+
+        key = cache_key(self.cfg, stage)
+        metrics, info = self._get(stage, key, key_config(self.cfg, stage), compute_tensors, restore)
+        return holder["model"], {**metrics, "cache": info}
+
+    def tensors(
+        self,
+        kind: str,
+        key_inputs: dict[str, Any],
+        compute: Callable[[], dict[str, Tensor]],
+    ) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Named tensors (e.g. teacher logits) keyed by ``key_inputs``; (tensors, cache info)."""
+        if not self.enabled:
+            return compute(), {"enabled": False}
+        holder: dict[str, dict[str, Tensor]] = {}
+
+        def compute_tensors() -> tuple[dict[str, Tensor], dict[str, Any]]:
+            holder["t"] = compute()
+            return holder["t"], {}
+
+        def restore(tensors: dict[str, Tensor]) -> None:
+            holder["t"] = tensors
+
+        key_inputs = {**key_inputs, "code": code_version()}
+        _, info = self._get(kind, digest(key_inputs), key_inputs, compute_tensors, restore)
+        return holder["t"], info
+
+    # --- the protocol --------------------------------------------------------------------------
+    def _get(
+        self,
+        kind: str,
+        key: str,
+        key_inputs: dict[str, Any],
+        compute: Callable[[], tuple[dict[str, Tensor], dict[str, Any]]],
+        restore: Callable[[dict[str, Tensor]], None],
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        entry = self.dir / kind / key
+        if not is_global_zero():
+            # A DDP/torchrun rank > 0 computes *together with* rank 0, which holds the lock while
+            # it computes: waiting for that lock here would deadlock, and deciding on its own
+            # could disagree with rank 0. So it follows rank 0's published decision.
+            hit = self._await_decision(kind, key)
+            if hit:
+                tensors, metrics, _ = load_entry(entry)
+                restore(tensors)
+            else:
+                _, metrics = compute()
+            return metrics, {"hit": hit, "key": key, "entry": str(entry)}
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise CacheError(
+                f"cannot create the cache folder {str(entry.parent)!r} ({err.strerror}); set "
+                "cache.dir to a writable folder, or cache.enabled=false"
+            ) from err
+        with self._lock(entry, kind):
+            hit, metrics, trained_in = False, {}, str(self.output_dir)
+            if entry.is_dir():  # entries appear by atomic rename: a folder is a complete write
+                try:
+                    tensors, metrics, meta = load_entry(entry)
+                    restore(tensors)
+                    hit, trained_in = True, str(meta.get("trained_in", ""))
+                except (DamagedEntry, RuntimeError) as err:
+                    _discard(entry, str(err).splitlines()[0])
+            self._publish_decision(kind, key, hit)
+            if hit:
+                log.info(
+                    "Cache hit: reusing the %s from %s (computed in %s)", kind, entry, trained_in
+                )
+            else:
+                log.info("Cache miss: computing the %s and storing it in %s", kind, entry)
+                tensors, metrics = compute()
+                meta = {"kind": kind, "key": key, "trained_in": trained_in, "inputs": key_inputs}
+                store_entry(entry, tensors, metrics, meta)
+            self._record({"stage": kind, "key": key, "hit": hit, "run": str(self.output_dir)})
+        return metrics, {"hit": hit, "key": key, "entry": str(entry), "trained_in": trained_in}
+
+    @contextmanager
+    def _lock(self, entry: Path, kind: str) -> Iterator[None]:
+        lock = FileLock(str(entry) + ".lock")
+        start, step = time.monotonic(), 5.0
+        while True:
+            try:
+                lock.acquire(timeout=step)
+                break
+            except Timeout:
+                waited = time.monotonic() - start
+                if waited >= self.lock_timeout_s:
+                    raise CacheError(
+                        f"gave up after {waited:.0f} s waiting for {entry}.lock: another job "
+                        f"computes this {kind} (or died holding the lock). Raise "
+                        "cache.lock_timeout_s, or remove the lock file if no job uses it."
+                    ) from None
+                log.warning(
+                    "Waiting for another job computing the %s (%s.lock): %.0f s so far, "
+                    "giving up after %.0f s (cache.lock_timeout_s)",
+                    kind, entry, waited, self.lock_timeout_s,
+                )  # fmt: skip
+                step = min(60.0, self.lock_timeout_s - waited + 0.1)
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _record(self, event: dict[str, Any]) -> None:
+        # One JSON object per line, appended under its own lock: the audit trail of a sweep.
+        with (
+            FileLock(str(self.dir / "events.jsonl.lock")),
+            open(self.dir / "events.jsonl", "a") as f,
+        ):
+            f.write(json.dumps({"time": time.time(), **event}) + "\n")
+
+    def _decision_file(self, kind: str) -> Path:
+        return self.output_dir / ".cache_decisions" / f"{kind}.json"
+
+    def _publish_decision(self, kind: str, key: str, hit: bool) -> None:
+        path = self._decision_file(kind)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"token": job_token(), "key": key, "hit": hit}))
+        os.replace(tmp, path)  # atomic: a reader sees the old decision or the whole new one
+
+    def _await_decision(self, kind: str, key: str) -> bool:
+        path, token = self._decision_file(kind), job_token()
+        start = time.monotonic()
+        while True:
+            try:
+                decision = json.loads(path.read_text())
+            except (FileNotFoundError, json.JSONDecodeError):
+                decision = {}
+            if decision.get("token") == token and decision.get("key") == key:
+                return bool(decision["hit"])
+            if time.monotonic() - start > self.rank_wait_s:
+                raise CacheError(
+                    f"rank 0 published no cache decision for the {kind} in {path} within "
+                    f"{self.rank_wait_s:.0f} s (cache.rank_wait_s); did it fail? Set "
+                    "cache.enabled=false to compute every stage in every job."
+                )
+            time.sleep(0.2)

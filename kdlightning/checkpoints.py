@@ -4,11 +4,14 @@
     load_weights(teacher, "logs/runs/.../teacher/checkpoints/best.ckpt", role="teacher")
 
 Every failure a user can cause (missing file, not a checkpoint, wrong architecture) raises an
-error that names the file and says what to do, instead of a traceback from inside torch.
+error that names the file and says what to do, instead of a traceback from inside torch. Files
+are read with ``torch.load(weights_only=True)``: tensors and plain values, never code, so a
+checkpoint from anywhere cannot run anything when it is loaded.
 """
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,15 +41,19 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             "kdlightning (see results.json) or of a torch.save(model.state_dict()) file."
         )
     try:
-        # weights_only=False: Lightning checkpoints hold plain-python hyperparameters too.
-        # Only load checkpoints you trust (torch.load unpickles).
-        obj: Any = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only=True: tensors and plain Python values only, never code. A pickle that
+        # would run something on load (or a whole pickled nn.Module) is refused here.
+        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{str(path)!r} holds more than tensors and plain values (a pickled object or code), "
+            "so it is not loaded: kdlightning reads weights only. Save the weights with "
+            "torch.save(model.state_dict(), path)."
+        ) from err
     except Exception as err:
         raise CheckpointError(
             f"{str(path)!r} is not a readable PyTorch checkpoint ({type(err).__name__}: {err})"
         ) from err
-    if isinstance(obj, nn.Module):
-        obj = obj.state_dict()
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

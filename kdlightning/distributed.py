@@ -59,8 +59,6 @@ JOB_ENV = "KDL_HYDRA_JOB"
 # process; left behind, they make the next job of a sweep skip launching its children.
 _LAUNCH_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
-# The running job's trainers (None outside a job), to find the DDP children they started.
-_trainers: list[L.Trainer] | None = None
 # How long the end of a job waits for children that are past their last collective operation.
 _CHILD_EXIT_TIMEOUT_S = 300
 
@@ -76,13 +74,6 @@ def is_global_zero() -> bool:
         if key in os.environ:
             return int(os.environ[key]) == 0
     return rank_zero_only.rank == 0
-
-
-def track(trainer: L.Trainer) -> L.Trainer:
-    """Remember ``trainer`` until the end of the job, whose clean-up waits for its children."""
-    if _trainers is not None:  # outside a job (notebooks, tests) there is nothing to clean up
-        _trainers.append(trainer)
-    return trainer
 
 
 def _external_world_size() -> int:
@@ -144,9 +135,12 @@ def _check_external_run_dir() -> None:
 
 
 @contextmanager
-def job_scope() -> Iterator[None]:
-    """Around one Hydra job: publish it for Lightning's children, clean up after them."""
-    global _trainers
+def job_scope() -> Iterator[list[L.Trainer]]:
+    """Around one Hydra job: publish it for Lightning's children, clean up after them.
+
+    Yields the list the job appends its Trainers to; at the end, the DDP children those
+    Trainers started are waited for (or killed, when the job failed).
+    """
     _export_submitit_local_env()
     _check_external_run_dir()
     launching = "LOCAL_RANK" not in os.environ  # Lightning may start children from here
@@ -157,17 +151,16 @@ def job_scope() -> Iterator[None]:
         # token: names this run of this job, so its ranks can tell its files from a rerun's
         token = uuid.uuid4().hex
         os.environ[JOB_ENV] = json.dumps({**job, "job_name": hc.job.name, "token": token})
-    _trainers = []
+    trainers: list[L.Trainer] = []
     finished = False
     try:
-        yield
+        yield trainers
         finished = True
     finally:
         # strategy=ddp/fsdp: the Popen children of Lightning's script launcher (ddp_spawn's
         # multiprocessing workers are joined by Lightning after each fit/validate/test).
-        launched = [getattr(t.strategy.launcher, "procs", []) for t in _trainers]
+        launched = [getattr(t.strategy.launcher, "procs", []) for t in trainers]
         procs = [p for ps in launched for p in ps if isinstance(p, subprocess.Popen)]
-        _trainers = None
         if not finished:  # rank 0 failed: its children would wait for it in a collective
             for p in procs:
                 p.kill()

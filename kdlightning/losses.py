@@ -33,20 +33,32 @@ class DistillationTerms(NamedTuple):
     ce: Tensor
 
 
+#: Below this temperature T^2 and the softened probabilities underflow: the KD term becomes 0.
+MIN_TEMPERATURE = 0.05
+
+
 def check_temperature(temperature: float) -> float:
-    """Return ``temperature`` as a float, or raise ``ValueError`` if it is not finite and > 0."""
-    t = float(temperature)
-    if not math.isfinite(t) or t <= 0:
+    """Return ``temperature`` as a float, or raise ``ValueError`` unless it is finite and at
+    least :data:`MIN_TEMPERATURE`."""
+    try:
+        t = float(temperature)
+    except (TypeError, ValueError):
+        t = math.nan
+    if not math.isfinite(t) or t < MIN_TEMPERATURE:
         raise ValueError(
-            f"temperature must be a finite number > 0, got {temperature!r}; "
-            "typical values are 1-8 (set kd.temperature=4)."
+            f"temperature must be a finite number >= {MIN_TEMPERATURE} (below it the "
+            f"distillation term underflows to 0), got {temperature!r}; typical values are 1-8 "
+            "(set kd.temperature=4)."
         )
     return t
 
 
 def check_alpha(alpha: float) -> float:
     """Return ``alpha`` as a float, or raise ``ValueError`` if it lies outside [0, 1]."""
-    a = float(alpha)
+    try:
+        a = float(alpha)
+    except (TypeError, ValueError):
+        a = math.nan
     if not 0.0 <= a <= 1.0:  # also rejects NaN
         raise ValueError(
             f"alpha must lie in [0, 1] (the weight of the distillation term), got {alpha!r}; "
@@ -101,7 +113,13 @@ def distillation_terms(
     a = check_alpha(alpha)
     kd = kd_loss(student_logits, teacher_logits, temperature)
     num_classes = student_logits.shape[-1]
-    ce = F.cross_entropy(student_logits.reshape(-1, num_classes).float(), targets.reshape(-1))
+    targets = targets.reshape(-1)
+    # Targets < 0 have no label (a transfer set): the KD term covers them, cross-entropy does
+    # not. Sum over the labeled ones / their count (at least 1): 0, not NaN, when none is.
+    ce_sum = F.cross_entropy(
+        student_logits.reshape(-1, num_classes).float(), targets, ignore_index=-1, reduction="sum"
+    )
+    ce = ce_sum / (targets >= 0).sum().clamp(min=1)
     return DistillationTerms(loss=a * kd + (1.0 - a) * ce, kd=kd, ce=ce)
 
 

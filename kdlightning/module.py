@@ -14,7 +14,8 @@ Metric keys are ``split/name``: ``train/loss``, ``val/acc``, ``test/teacher_acc`
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -24,9 +25,12 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from kdlightning.data.base import UNLABELED
 from kdlightning.losses import check_alpha, check_temperature, distillation_terms, kd_loss
 
-__all__ = ["ClassifierModule", "DistillationModule", "default_optimizer"]
+__all__ = ["ClassifierModule", "DistillationModule", "DivergenceError", "default_optimizer"]
+
+Batch = tuple[Tensor, ...]  # (inputs, targets) or (inputs, targets, index); see kdlightning.data
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
@@ -47,6 +51,10 @@ def _infer_num_classes(model: nn.Module) -> int:
     return linears[-1].out_features
 
 
+class DivergenceError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
 class _SupervisedModule(L.LightningModule):
     """Optimizer/scheduler wiring and per-split metrics shared by both modules."""
 
@@ -64,7 +72,22 @@ class _SupervisedModule(L.LightningModule):
         self.scheduler_factory = scheduler
 
     def _accuracy(self) -> MulticlassAccuracy:
-        return MulticlassAccuracy(num_classes=self.num_classes, average="micro")
+        # ignore_index: transfer-set samples without a label (kdlightning.data.base.UNLABELED)
+        return MulticlassAccuracy(
+            num_classes=self.num_classes, average="micro", ignore_index=UNLABELED
+        )
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Stop at the first non-finite loss: every later step would only train on garbage, and
+        # the job would report chance accuracy as a result.
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not torch.isfinite(loss).all():
+            where = Path(self.trainer.default_root_dir).name if self._trainer else "training"
+            raise DivergenceError(
+                f"the {where} loss became {loss.item()} at step {self.global_step}: training "
+                "diverged. Lower optim.optimizer.lr, or use trainer.precision=32-true if a "
+                "mixed precision is on."
+            )
 
     def trainable_module(self) -> nn.Module:  # the part the optimizer updates
         raise NotImplementedError
@@ -106,10 +129,10 @@ class ClassifierModule(_SupervisedModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
-    def _step(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
-        x, y = batch
+    def _step(self, batch: Batch, split: str) -> Tensor:
+        x, y = batch[0], batch[1]
         logits = self.model(x)
-        loss = F.cross_entropy(logits.float(), y)
+        loss = F.cross_entropy(logits.float(), y, ignore_index=UNLABELED)
         acc = getattr(self, f"{split}_acc")
         acc(logits, y)
         on_step = split == "train"
@@ -120,13 +143,13 @@ class ClassifierModule(_SupervisedModule):
         self.log(f"{split}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self._step(batch, "train")
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._step(batch, "val")
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._step(batch, "test")
 
 
@@ -138,6 +161,13 @@ class DistillationModule(_SupervisedModule):
     ``functools.partial(torch.optim.SGD, lr=0.05)`` or a Hydra ``_partial_: true`` config;
     default :data:`default_optimizer` (AdamW, lr 1e-3). ``scheduler`` optionally maps the
     optimizer to an LR scheduler stepped every epoch.
+
+    ``teacher_logits`` (optional): the teacher's outputs computed once, ``{"train": (N, C),
+    "val": ..., "test": ...}`` indexed by the sample positions batches carry (``(x, y, index)``,
+    see ``kdlightning.data``). Steps then look them up instead of running the teacher, so
+    distilling costs about what training the student alone costs (``verify_cached=True`` also
+    runs the teacher and stops at the first row that differs: a check, not a mode). Targets equal to
+    ``UNLABELED`` (the transfer set) get the distillation term only.
 
     The teacher is frozen: ``requires_grad=False``, eval mode even after ``module.train()``,
     run under ``torch.no_grad()``, outside the optimizer and outside checkpoints. Reload with
@@ -157,17 +187,33 @@ class DistillationModule(_SupervisedModule):
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         num_classes: int | None = None,
+        teacher_logits: Mapping[str, Tensor] | None = None,
+        verify_cached: bool = False,
     ) -> None:
         super().__init__(num_classes or _infer_num_classes(student), optimizer, scheduler)
         if teacher is student:
             raise ValueError("teacher and student must be two different modules")
         self.temperature = check_temperature(temperature)
         self.alpha = check_alpha(alpha)
-        self.save_hyperparameters(ignore=["teacher", "student", "optimizer", "scheduler"])
+        self.save_hyperparameters(
+            ignore=[
+                "teacher",
+                "student",
+                "optimizer",
+                "scheduler",
+                "teacher_logits",
+                "verify_cached",
+            ]
+        )
         self.teacher = teacher
         self.student = student
         self.teacher.requires_grad_(False)
         self.teacher.eval()
+        self.cached_splits: tuple[str, ...] = tuple(teacher_logits or ())
+        self.verify_cached = bool(verify_cached)
+        for split, logits in (teacher_logits or {}).items():
+            # Buffers follow the module to its device; not persistent: never in a checkpoint.
+            self.register_buffer(f"cached_{split}", logits.detach(), persistent=False)
         self.train_acc = self._accuracy()
         self.eval_metrics = nn.ModuleDict({s: self._eval_metrics() for s in ("val", "test")})
 
@@ -198,13 +244,37 @@ class DistillationModule(_SupervisedModule):
     def teacher_logits(self, x: Tensor) -> Tensor:
         return self.teacher(x)
 
+    def _teacher_for(self, batch: Batch, split: str) -> Tensor:
+        """The teacher's logits for ``batch``: looked up when cached, else computed."""
+        if split in self.cached_splits:
+            if len(batch) < 3:
+                raise ValueError(
+                    "cached teacher logits need batches of (inputs, targets, index); serve the "
+                    "data through a kdlightning data module"
+                )
+            looked_up = getattr(self, f"cached_{split}")[batch[2]]
+            if self.verify_cached:
+                self._verify(looked_up, self.teacher_logits(batch[0]), split)
+            return looked_up
+        return self.teacher_logits(batch[0])
+
+    def _verify(self, looked_up: Tensor, computed: Tensor, split: str) -> None:
+        # The plumbing check behind kd.verify_cached_logits: a misaligned index (shuffling,
+        # drop_last, DDP sharding) would pair inputs with another sample's soft targets.
+        diff = (looked_up - computed.float()).abs().max().item()
+        if diff > 1e-4 * max(1.0, computed.abs().max().item()):
+            raise RuntimeError(
+                f"cached teacher logits do not match the teacher on this {split} batch (max "
+                f"difference {diff:.3g}): the sample index and the stored rows are misaligned"
+            )
+
     def forward(self, x: Tensor) -> Tensor:
         return self.student(x)
 
     # --- steps ---------------------------------------------------------------------------------
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
-        t_logits = self.teacher_logits(x)
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        x, y = batch[0], batch[1]
+        t_logits = self._teacher_for(batch, "train")
         s_logits = self.student(x)
         terms = distillation_terms(s_logits, t_logits, y, self.temperature, self.alpha)
         # sync_dist: averaged over DDP ranks like the metric objects (a no-op on one process)
@@ -216,9 +286,9 @@ class DistillationModule(_SupervisedModule):
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return terms.loss
 
-    def _eval_step(self, batch: tuple[Tensor, Tensor], split: str) -> None:
-        x, y = batch
-        t_logits = self.teacher_logits(x)
+    def _eval_step(self, batch: Batch, split: str) -> None:
+        x, y = batch[0], batch[1]
+        t_logits = self._teacher_for(batch, split)
         s_logits = self.student(x)
         m = self.eval_metrics[split]
         m["acc"](s_logits, y)
@@ -231,10 +301,10 @@ class DistillationModule(_SupervisedModule):
             bar = name == "acc"
             self.log(f"{split}/{name}", metric, on_step=False, on_epoch=True, prog_bar=bar)
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
     # --- checkpoints hold the student only -----------------------------------------------------

@@ -1,122 +1,236 @@
-"""Building blocks of the main job, each driven by the composed Hydra config.
+"""The job's three stages, one signature each: ``stage(job) -> (model, metrics)``.
 
-``build_model`` -> ``make_trainer`` -> ``fit_and_test``: kept apart from ``train.py`` so that
-notebooks and tests can run one stage (say, only the teacher) without the whole job.
+    teacher_stage    train the teacher, or load it (teacher.checkpoint / teacher.pretrained)
+    baseline_stage   the student alone on hard labels: what distillation has to beat
+    distill_stage    the student learning from the frozen teacher (online or cached logits)
+
+``kdlightning.train`` runs them in that order through the cache; notebooks and tests can run
+one alone. Every stage seeds the same way, so the baseline and the distilled student start
+from the same initial weights and see the same data order.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
-from torch import nn
+import torch
+from omegaconf import DictConfig
+from torch import Tensor, nn
 
 from kdlightning import tracking
+from kdlightning.build import build_model, make_trainer, optimizer_factories
+from kdlightning.cache import StageCache, weights_sha256
+from kdlightning.checkpoints import load_weights
 from kdlightning.data.base import ClassificationDataModule
-from kdlightning.distributed import track
-from kdlightning.models.utils import check_model_output
+from kdlightning.losses import check_alpha, check_temperature
+from kdlightning.module import ClassifierModule, DistillationModule
 
 log = logging.getLogger(__name__)
 
+StageResult = tuple[nn.Module, dict[str, Any]]
+TEACHER_LOGITS = ("auto", "online", "cached")
 
-def build_model(model_cfg: DictConfig, dm: ClassificationDataModule, role: str) -> nn.Module:
-    """Instantiate ``model_cfg`` for the data module's classes and input shape, and check it."""
-    if "_target_" not in model_cfg:
-        raise ValueError(f"the {role} config has no model._target_; see conf/{role}/ for examples")
-    try:
-        model = instantiate(
-            model_cfg, num_classes=dm.num_classes, input_shape=list(dm.input_shape), _convert_="all"
-        )
-    except InstantiationException as err:
-        # Hydra wraps the builder's own error; a bad value (e.g. a 1-D model for images) should
-        # read as one, naming the role and the data, not as a Hydra internals traceback.
-        cause = err.__cause__ or err
-        raise ValueError(
-            f"cannot build the {role} model {model_cfg._target_} for data with "
-            f"{dm.num_classes} classes and input shape {tuple(dm.input_shape)}: {cause}"
-        ) from err
-    check_model_output(model, dm.num_classes, dm.input_shape, role)
-    return model
+# A model whose validation accuracy is below this multiple of chance (1 / classes) is useless.
+NEAR_CHANCE_FACTOR = 1.5
 
 
-def make_callbacks(cfg: DictConfig, stage_dir: Path) -> list[L.Callback]:
-    """Instantiate ``cfg.callbacks``; callbacks with a ``dirpath`` write under the stage's dir."""
-    callbacks = []
-    for name, cb_cfg in (cfg.get("callbacks") or {}).items():
-        if cb_cfg is None:  # a callback switched off from the command line: callbacks.x=null
-            continue
-        if "_target_" not in cb_cfg:
-            raise ValueError(f"callbacks.{name} has no _target_")
-        extra = {"dirpath": str(stage_dir / "checkpoints")} if "dirpath" in cb_cfg else {}
-        callbacks.append(instantiate(cb_cfg, **extra))
-    return callbacks
+@dataclass
+class Job:
+    """What the stages of one job share: config, data, run folder, cache, and what they made."""
+
+    cfg: DictConfig
+    dm: ClassificationDataModule
+    out: Path
+    cache: StageCache
+    trainers: list[L.Trainer] = field(default_factory=list)  # DDP clean-up waits for these
+    teacher: nn.Module | None = None
+
+    def trainer(self, stage: str) -> L.Trainer:
+        trainer = make_trainer(self.cfg, stage, self.out)
+        self.trainers.append(trainer)
+        return trainer
+
+    def build(self, role: str) -> nn.Module:
+        return build_model(self.cfg[role].model, self.dm, role)
 
 
-def make_loggers(cfg: DictConfig, stage: str) -> list[Any]:
-    """Instantiate ``cfg.logger``: one logger per entry, each stage under its own version."""
-    loggers = []
-    for name, lg_cfg in (cfg.get("logger") or {}).items():
-        if lg_cfg is None:
-            continue
-        if "_target_" not in lg_cfg:
-            raise ValueError(f"logger.{name} has no _target_")
-        target = str(lg_cfg._target_)
-        # CSV and TensorBoard take the stage as the version sub-folder: <save_dir>/<name>/<stage>.
-        extra = {"version": stage} if target.endswith(("CSVLogger", "TensorBoardLogger")) else {}
-        if target.endswith("WandbLogger"):  # one W&B run per stage, grouped per sweep
-            loggers.append(tracking.wandb_logger(cfg, lg_cfg, stage))
-            continue
-        loggers.append(instantiate(lg_cfg, **extra))
-    return loggers
-
-
-def make_trainer(cfg: DictConfig, stage: str, output_dir: Path, **overrides: Any) -> L.Trainer:
-    """A Trainer from ``cfg.trainer`` with this stage's callbacks, loggers and directory."""
-    stage_dir = output_dir / stage
-    loggers = make_loggers(cfg, stage)
-    trainer = instantiate(
-        cfg.trainer,
-        callbacks=make_callbacks(cfg, stage_dir),
-        logger=loggers or False,
-        default_root_dir=str(stage_dir),
-        **overrides,
-    )
-    return track(trainer)  # the job's end waits for the DDP processes it may start
-
-
-def fit_and_test(
-    trainer: L.Trainer, module: L.LightningModule, dm: ClassificationDataModule
-) -> dict[str, Any]:
-    """Fit, then validate and test the best checkpoint; returns ``split/name`` metrics.
+# --- evaluation ---------------------------------------------------------------------------------
+def fit_and_test(trainer: L.Trainer, module: L.LightningModule, dm: L.LightningDataModule) -> dict:
+    """Fit, then validate and test the best checkpoint; ``split/name`` metrics + ``fit_seconds``.
 
     The best checkpoint is chosen on validation accuracy by the checkpoint callback; the test
     set is touched once, after training, by that checkpoint only.
     """
+    start = time.perf_counter()
     trainer.fit(module, datamodule=dm)
+    fit_seconds = time.perf_counter() - start
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
-    return {**evaluate(trainer, module, dm, ckpt_path=best), "checkpoint": best}
+    metrics = evaluate(trainer, module, dm, ckpt_path=best)
+    return {**metrics, "fit_seconds": fit_seconds, "checkpoint": best}
 
 
 def evaluate(
     trainer: L.Trainer,
     module: L.LightningModule,
-    dm: ClassificationDataModule,
+    dm: L.LightningDataModule,
     ckpt_path: str | None = None,
 ) -> dict[str, Any]:
     """Validate and test ``module`` (loading ``ckpt_path`` first, if given); ``split/name`` keys."""
     metrics: dict[str, Any] = {}
     for run in (trainer.validate, trainer.test):
-        for result in run(module, datamodule=dm, ckpt_path=ckpt_path, verbose=False):
+        results = run(module, datamodule=dm, ckpt_path=ckpt_path, verbose=False, weights_only=True)
+        for result in results:
             metrics.update({k: float(v) for k, v in result.items()})
     tracking.summarize(trainer.loggers, metrics)
     return metrics
 
 
-def resolved(cfg: DictConfig) -> dict[str, Any]:
-    """The config as plain, fully resolved Python containers (for results and loggers)."""
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+def is_near_chance(val_acc: float, num_classes: int) -> bool:
+    """True when ``val_acc`` is at most :data:`NEAR_CHANCE_FACTOR` times chance accuracy."""
+    return val_acc <= NEAR_CHANCE_FACTOR / num_classes
+
+
+def warn_if_near_chance(role: str, metrics: dict[str, Any], num_classes: int) -> None:
+    """Set ``<role>/near_chance`` in ``metrics``; a loud warning when it is true."""
+    val_acc = float(metrics["val/acc"])
+    metrics[f"{role}/near_chance"] = near = is_near_chance(val_acc, num_classes)
+    if not near:
+        return
+    message = (
+        f"THE {role.upper()} IS NO BETTER THAN CHANCE: validation accuracy {val_acc:.3f} with "
+        f"{num_classes} classes (chance {1.0 / num_classes:.3f}). "
+        + (
+            "Distilling from it will not help the student. Check teacher.checkpoint (trained on "
+            "this data set?) or train the teacher longer (trainer.max_epochs)."
+            if role == "teacher"
+            else "Its results are not worth reporting: train longer or check optim.optimizer.lr."
+        )
+    )
+    banner = "!" * 80
+    log.warning("\n%s\n%s\n%s", banner, message, banner)
+    warnings.warn(message, UserWarning, stacklevel=2)
+
+
+# --- the stages ---------------------------------------------------------------------------------
+def teacher_stage(job: Job) -> StageResult:
+    """Load the teacher (``teacher.checkpoint`` / ``teacher.pretrained``) or train it on every
+    training label; logs ``teacher/val_acc`` and warns when it is no better than chance."""
+    cfg, dm = job.cfg, job.dm
+    L.seed_everything(cfg.seed, workers=True)
+    teacher = job.build("teacher")
+    module = ClassifierModule(teacher, num_classes=dm.num_classes, **optimizer_factories(cfg))
+    trainer = job.trainer("teacher")
+    dm.set_train_mode("full")
+    ckpt = cfg.teacher.get("checkpoint")
+    if ckpt:
+        log.info("Loading the teacher from %s", ckpt)
+        load_weights(teacher, ckpt, role="teacher")
+        metrics = {**evaluate(trainer, module, dm), "checkpoint": str(Path(ckpt).expanduser())}
+    elif cfg.teacher.get("pretrained", False):
+        # The model came with its weights (e.g. torchvision's, from the local cache): use as is.
+        log.info("Using the pretrained teacher as built (teacher.pretrained=true), not training")
+        metrics = evaluate(trainer, module, dm)
+    else:
+        log.info("Training the teacher")
+        metrics = fit_and_test(trainer, module, dm)
+    metrics["teacher/val_acc"] = float(metrics["val/acc"])
+    for logger in trainer.loggers:
+        logger.log_metrics({"teacher/val_acc": metrics["val/acc"]}, step=trainer.global_step)
+        logger.save()
+    log.info("Teacher validation accuracy: %.4f", metrics["val/acc"])
+    warn_if_near_chance("teacher", metrics, dm.num_classes)
+    return teacher.eval(), metrics
+
+
+def baseline_stage(job: Job) -> StageResult:
+    """Train the student alone on the hard labels it has (``data.num_labeled`` of them, or all)."""
+    log.info("Training the student alone on hard labels (baseline)")
+    L.seed_everything(job.cfg.seed, workers=True)  # same init and data order as the distilled run
+    student = job.build("student")
+    module = ClassifierModule(
+        student, num_classes=job.dm.num_classes, **optimizer_factories(job.cfg)
+    )
+    job.dm.set_train_mode("labeled")
+    metrics = fit_and_test(job.trainer("baseline"), module, job.dm)
+    warn_if_near_chance("student", metrics, job.dm.num_classes)
+    return student, metrics
+
+
+def teacher_logits_mode(cfg: DictConfig, dm: ClassificationDataModule) -> str:
+    """``online`` or ``cached`` from ``kd.teacher_logits``; refuses cached logits when the
+    training inputs are random (augmentation), since stored outputs would not match them."""
+    mode = str(cfg.kd.get("teacher_logits", "online"))
+    if mode not in TEACHER_LOGITS:
+        raise ValueError(
+            f"kd.teacher_logits={mode!r} is not one of {', '.join(TEACHER_LOGITS)}; cached runs "
+            "the teacher once before training, online on every batch"
+        )
+    if mode == "auto":
+        return "online" if dm.augments else "cached"
+    if mode == "cached" and dm.augments:
+        raise ValueError(
+            f"kd.teacher_logits=cached with {type(dm).__name__}, whose training inputs are "
+            "randomly augmented: logits stored once would belong to other crops and flips than "
+            "the student sees. Use kd.teacher_logits=online (or auto), or switch augmentation "
+            "off (data.augment=false where the data set has it)."
+        )
+    return mode
+
+
+@torch.no_grad()
+def compute_teacher_logits(teacher: nn.Module, dm: ClassificationDataModule) -> dict[str, Tensor]:
+    """The teacher's logits on every sample of every split, in sample order (eval mode)."""
+    use_cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if use_cuda else "cpu")
+    model = teacher.to(device).eval()
+    out = {}
+    for split in ("train", "val", "test"):
+        rows = []
+        for batch in dm.loader(dm.indexed(split), train=False, shard=False):
+            rows.append(model(batch[0].to(device)).float().cpu())
+        out[split] = torch.cat(rows)
+    teacher.to("cpu")
+    return out
+
+
+def _cached_logits(job: Job) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    assert job.teacher is not None
+    data = {k: v for k, v in (job.cfg.data or {}).items()
+            if k not in ("num_workers", "pin_memory", "batch_size", "num_labeled")}  # fmt: skip
+    key = {"teacher_weights": weights_sha256(job.teacher), "data": data}
+    start = time.perf_counter()
+    teacher = job.teacher
+    logits, info = job.cache.tensors("logits", key, lambda: compute_teacher_logits(teacher, job.dm))
+    return logits, {"mode": "cached", "seconds": time.perf_counter() - start, "cache": info}
+
+
+def distill_stage(job: Job) -> StageResult:
+    """Distill ``job.teacher`` into a fresh student: KD on every training sample, cross-entropy
+    on the labeled ones."""
+    cfg, dm = job.cfg, job.dm
+    if job.teacher is None:
+        raise RuntimeError("distill_stage needs job.teacher: run teacher_stage first")
+    temperature, alpha = check_temperature(cfg.kd.temperature), check_alpha(cfg.kd.alpha)
+    dm.setup("fit")
+    mode = teacher_logits_mode(cfg, dm)
+    logits, logits_info = (None, {"mode": "online"})
+    if mode == "cached":
+        logits, logits_info = _cached_logits(job)
+    log.info("Distilling the student (T=%g, alpha=%g, %s teacher logits)", temperature, alpha, mode)
+    L.seed_everything(cfg.seed, workers=True)
+    student = job.build("student")
+    module = DistillationModule(
+        job.teacher, student, temperature, alpha, num_classes=dm.num_classes,
+        teacher_logits=logits, verify_cached=bool(cfg.kd.get("verify_cached_logits", False)),
+        **optimizer_factories(cfg),
+    )  # fmt: skip
+    dm.set_train_mode("transfer")
+    metrics = fit_and_test(job.trainer("distilled"), module, dm)
+    warn_if_near_chance("student", metrics, dm.num_classes)
+    return student, {**metrics, "teacher_logits": logits_info}

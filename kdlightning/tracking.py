@@ -28,7 +28,6 @@ from urllib.parse import urlparse
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from kdlightning.compare import ROLES, ratios
@@ -97,20 +96,28 @@ def _job_context() -> tuple[str, str]:
     return f"run-{Path(hc.runtime.output_dir).name}", hc.job.override_dirname
 
 
-def wandb_logger(cfg: DictConfig, lg_cfg: DictConfig, stage: str) -> Any:
-    """The ``logger.wandb`` entry as a ``WandbLogger`` for ``stage``: its own run, with the
-    sweep's group, ``job_type=stage`` and the job's whole resolved config, flat."""
+def stage_kwargs(
+    logger_cls: type, lg_cfg: DictConfig, cfg: DictConfig, stage: str
+) -> dict[str, Any] | None:
+    """Per-stage constructor arguments for a W&B logger (``lg_cfg``), ``None`` for others.
+
+    Each stage is its own W&B run: the sweep's group, ``job_type=stage``, the job's whole
+    resolved config (flat), and offline mode when there are no credentials. Settings the user
+    gave in ``logger.wandb`` (group, name) win.
+    """
+    from lightning.pytorch.loggers import WandbLogger
+
+    if not issubclass(logger_cls, WandbLogger):
+        return None
     finish()  # WandbLogger would silently reuse a run still open from the previous stage
-    kwargs = OmegaConf.to_container(lg_cfg, resolve=True)
-    assert isinstance(kwargs, dict)
-    logger_cls = get_class(str(kwargs.pop("_target_")))
-    ensure_mode(kwargs.get("save_dir") or ".")
+    ensure_mode(lg_cfg.get("save_dir") or ".")
     group, label = _job_context()
-    kwargs["group"] = kwargs.get("group") or group
-    kwargs["name"] = kwargs.get("name") or " ".join(p for p in (stage, label) if p)
-    # Passed to wandb.init (hydra's instantiate() cannot: its own first parameter is "config").
-    kwargs["config"] = flatten(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
-    return logger_cls(job_type=stage, **kwargs)
+    return {
+        "job_type": stage,
+        "group": lg_cfg.get("group") or group,
+        "name": lg_cfg.get("name") or " ".join(p for p in (stage, label) if p),
+        "config": flatten(OmegaConf.to_container(cfg, resolve=True)),  # type: ignore[arg-type]
+    }
 
 
 def summarize(loggers: list[Any], metrics: Mapping[str, Any]) -> None:
@@ -158,22 +165,26 @@ def finish(exit_code: int | None = None) -> None:
         run.finish(exit_code=exit_code)
 
 
-def log_report(sweep_dir: str | Path, report: Mapping[str, Any], job_cfg: Any = None) -> None:
+def log_report(
+    sweep_dir: str | Path,
+    report: Mapping[str, Any],
+    wandb_settings: Mapping[str, Any] | None = None,
+) -> None:
     """Log a sweep report (heatmap image, aggregate and job tables, best setting) as one W&B
-    run with ``job_type=report`` in the jobs' project and group (from a job's config)."""
+    run with ``job_type=report`` in the jobs' project and group.
+
+    ``report`` is what ``kdlightning.report.write_report`` returns, plain values only: ``jobs``
+    (one dict per job, the columns of report.csv), ``aggregate``, ``best``, ``counts`` and
+    ``heatmap``. ``wandb_settings``: the jobs' ``logger.wandb`` project / entity / group.
+    """
     import wandb
 
-    def job_setting(key: str) -> Any:
-        if job_cfg is None:
-            return None
-        # Read keys one by one: save_dir holds ${hydra:...}, unresolvable outside a job.
-        return OmegaConf.select(job_cfg, f"logger.wandb.{key}", throw_on_resolution_failure=False)
-
+    settings = wandb_settings or {}
     ensure_mode(sweep_dir)
     run = wandb.init(
-        project=job_setting("project") or "kdlightning",
-        entity=job_setting("entity"),
-        group=job_setting("group") or default_group(sweep_dir),
+        project=settings.get("project") or "kdlightning",
+        entity=settings.get("entity"),
+        group=settings.get("group") or default_group(sweep_dir),
         job_type="report",
         name=f"report {Path(sweep_dir).name}",
         dir=str(sweep_dir),
@@ -191,7 +202,7 @@ def log_report(sweep_dir: str | Path, report: Mapping[str, Any], job_cfg: Any = 
             )
         columns = ["num", "temperature", "alpha", "seed", "val_acc", "test_acc", "test_agreement",
                    "status", "error"]  # fmt: skip
-        jobs = [[getattr(j, c) for c in columns] for j in report["jobs"]]
+        jobs = [[row.get(c) for c in columns] for row in report["jobs"]]
         payload["jobs"] = wandb.Table(columns=columns, data=jobs)
         if report.get("heatmap"):
             payload["heatmap"] = wandb.Image(str(report["heatmap"]))

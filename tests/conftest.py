@@ -1,4 +1,10 @@
-"""Shared fixtures and helpers: run the real CLI in a subprocess against this checkout."""
+"""Shared helpers: compose the config and run the job in-process; the real CLI in a subprocess.
+
+``run_job`` is the default for end-to-end checks: the job runs in pytest's own process, where
+torch, Lightning and Hydra are already imported (a subprocess pays 5-8 s for that alone).
+``run_module`` is for what only a separate process can show: DDP re-launches, torchrun,
+submitit, real Hydra multiruns, W&B's offline files, and the command line itself.
+"""
 
 from __future__ import annotations
 
@@ -92,8 +98,12 @@ def compose(overrides: list[str] | None = None, output_dir: Path | None = None):
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
     from omegaconf import OmegaConf, open_dict
 
+    from kdlightning.resolvers import register_resolvers
+
+    register_resolvers()  # conf/hydra uses ${kdl.run_id:}; the CLI registers it at import
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = hydra_compose("train", overrides=overrides or [], return_hydra_config=True)
@@ -102,6 +112,7 @@ def compose(overrides: list[str] | None = None, output_dir: Path | None = None):
         cfg.hydra.runtime.output_dir = out
         cfg.hydra.runtime.cwd = str(REPO_ROOT)
         cfg.hydra.job.num = 0
+        cfg.hydra.mode = RunMode.RUN  # a single run, as without -m
     HydraConfig.instance().set_config(cfg)
     # The job itself gets the config without the hydra node, as under @hydra.main.
     OmegaConf.set_readonly(cfg, False)
@@ -113,3 +124,39 @@ def compose(overrides: list[str] | None = None, output_dir: Path | None = None):
 def config_options(group: str) -> list[str]:
     """Names of the options in a config group folder, e.g. ``config_options('data')``."""
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def run_job(
+    tmp_path: Path, *overrides: str, name: str = "job", log_dir: Path | None = None
+) -> tuple[dict[str, Any], Path]:
+    """Run the main job in this process on ``debug=fast``; returns (results, run directory).
+
+    The run directory is ``tmp_path / name``. ``paths.log_dir`` (hence the teacher/baseline
+    cache, ``<log_dir>/cache``) is ``tmp_path`` unless ``log_dir`` names another one: tests
+    share a cache only when they ask for it. ``overrides`` come last and win.
+    """
+    from kdlightning import tracking
+    from kdlightning.train import run
+
+    out = Path(tmp_path) / name
+    cfg = compose([*FAST, f"paths.log_dir={log_dir or tmp_path}", *overrides], out)
+    # Lightning's seed_everything exports PL_GLOBAL_SEED (and W&B may set WANDB_MODE): keep
+    # them from leaking into later tests and into the subprocesses those start.
+    saved = dict(os.environ)
+    try:
+        return run(cfg, out), out
+    finally:
+        tracking.finish()  # as the CLI does: no W&B run may stay open into the next job
+        for key in set(os.environ) - set(saved):
+            del os.environ[key]
+        os.environ.update(saved)
+
+
+def exception_chain(err: BaseException) -> list[BaseException]:
+    """``err`` and every exception it was raised from or during (Hydra wraps builder errors)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain

@@ -22,8 +22,9 @@ def test_loads_the_pickles_and_splits(tmp_path: Path, cls: type, which: str, cla
     assert dm.num_classes == classes and dm.input_shape == (3, 32, 32)  # before setup
     dm.setup()
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (40, 10, 20)
-    x, y = next(iter(dm.train_dataloader()))
+    x, y, index = next(iter(dm.train_dataloader()))
     assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert len(set(index.tolist())) == 8 and 0 <= int(index.min()) <= int(index.max()) < 40
 
 
 def test_train_is_augmented_and_val_test_are_not(tmp_path: Path) -> None:

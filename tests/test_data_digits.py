@@ -21,8 +21,11 @@ def test_shapes_sizes_and_loaders() -> None:
     assert n_train + n_val + n_test == 1797
     assert n_test == pytest.approx(0.15 * 1797, abs=2)
     assert n_val == pytest.approx(0.15 * 1797, abs=2)
-    x, y = next(iter(dm.train_dataloader()))
+    x, y, index = next(iter(dm.train_dataloader()))
     assert x.shape == (32, 1, 8, 8) and x.dtype == torch.float32
+    # each sample's position in the training split, what cached teacher logits are looked up by
+    assert index.dtype == torch.int64 and len(set(index.tolist())) == 32
+    assert torch.equal(dm.train_set.tensors[1][index], y)
     assert y.dtype == torch.int64
     # standardized with training statistics
     train_x = dm.train_set.tensors[0]

@@ -20,8 +20,9 @@ def test_class_folders_split_and_transforms(tmp_path: Path) -> None:
     assert dm.num_classes == 3 and dm.input_shape == (3, 32, 32)  # before setup
     dm.setup()
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (9, 3, 6)
-    x, y = next(iter(dm.train_dataloader()))
+    x, y, index = next(iter(dm.train_dataloader()))
     assert x.shape == (4, 3, 32, 32) and set(y.tolist()) <= {0, 1, 2}
+    assert len(set(index.tolist())) == 4 and int(index.max()) < 9
     assert torch.equal(dm.val_set[0][0], dm.val_set[0][0])  # eval transforms: deterministic
     assert dm.transforms(train=False).transforms[0].size == 37  # 32 / 0.875: resize, then crop
 

@@ -28,8 +28,9 @@ def test_fashion_mnist_from_a_debian_style_folder(tmp_path: Path) -> None:
     expected = (arrays["t10k-images-idx3-ubyte"][3] / 255.0 - dm.mean) / dm.std
     assert torch.allclose(x[0], torch.as_tensor(expected, dtype=torch.float32), atol=1e-6)
     assert int(y) == int(arrays["t10k-labels-idx1-ubyte"][3])
-    xb, yb = next(iter(dm.train_dataloader()))
+    xb, yb, index = next(iter(dm.train_dataloader()))
     assert xb.shape == (8, 1, 28, 28) and xb.dtype == torch.float32 and yb.dtype == torch.int64
+    assert len(set(index.tolist())) == 8 and int(index.max()) < 24
 
 
 def test_validation_split_is_seeded_disjoint_and_from_train(tmp_path: Path) -> None:

@@ -25,8 +25,9 @@ def test_default_sizes_and_shapes() -> None:
     assert dm.num_classes == 10 and dm.input_shape == (1, 40)  # before setup
     dm.setup()
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (3500, 500, 1000)
-    x, y = next(iter(dm.train_dataloader()))
+    x, y, index = next(iter(dm.train_dataloader()))
     assert x.shape == (50, 1, 40) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert torch.equal(dm.train_set.tensors[1][index], y)  # index: position in the split
     assert set(dm.test_set.tensors[1].tolist()) == set(range(10))
 
 

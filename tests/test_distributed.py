@@ -1,11 +1,19 @@
-"""kdlightning.distributed in-process: what a DDP child runs, and the rank-0 guard."""
+"""kdlightning.distributed in-process: what a DDP child runs, the rank-0 guard, and what
+job_scope does around a job (its DDP children are fakes here; test_ddp.py runs real ones)."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from conftest import REPO_ROOT, compose
 
 from kdlightning import distributed
 
@@ -51,16 +59,83 @@ def test_config_flags_keep_config_choice_only() -> None:
     assert distributed._config_flags(argv) == ["--config-name", "x", "-cd=/c", "-cp", "p"]
 
 
-def test_single_process_is_global_zero_and_track_is_a_no_op_outside_a_job() -> None:
+def test_single_process_is_global_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
     assert distributed.is_global_zero()
-    trainer = object()
-    assert distributed.track(trainer) is trainer  # type: ignore[arg-type]
-    assert distributed._trainers is None
+
+
+@pytest.fixture()
+def hydra_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A composed single-run job (Hydra's runtime config set), with no launcher around it."""
+    for key in (*distributed._LAUNCH_ENV, distributed.JOB_ENV, "RANK", "SUBMITIT_EXECUTOR"):
+        monkeypatch.delenv(key, raising=False)
+    compose(["kd.temperature=2", f"hydra.run.dir={tmp_path}"], output_dir=tmp_path)
+    return tmp_path
+
+
+def fake_trainer(*procs: subprocess.Popen) -> Any:
+    """What job_scope reads of a Trainer: the Popen children of its strategy's launcher."""
+    return SimpleNamespace(strategy=SimpleNamespace(launcher=SimpleNamespace(procs=list(procs))))
+
+
+def child(code: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def test_job_scope_publishes_the_job_and_restores_the_environment(hydra_job: Path) -> None:
+    with distributed.job_scope() as trainers:
+        assert trainers == []  # the job appends the Trainers it makes
+        job = json.loads(os.environ[distributed.JOB_ENV])
+        assert job["overrides"] == ["kd.temperature=2"] and job["run_dir"] == str(hydra_job)
+        first_token = job["token"]
+        assert distributed.job_token() == first_token
+        # what Lightning's launcher and process-group set-up export while the job runs
+        os.environ.update(LOCAL_RANK="0", WORLD_SIZE="2", MASTER_PORT="12910")
+    for key in (*distributed._LAUNCH_ENV, distributed.JOB_ENV):
+        assert key not in os.environ, key  # the next job of a sweep starts afresh
+    with distributed.job_scope():
+        # a rerun of the job: its ranks can tell its cache decisions from the last run's
+        assert distributed.job_token() != first_token
+
+
+def test_job_scope_waits_for_the_ddp_children_and_reports_a_failed_one(hydra_job: Path) -> None:
+    with distributed.job_scope() as trainers:
+        ok = child("import time; time.sleep(0.5)")
+        trainers.append(fake_trainer(ok))
+    assert ok.returncode == 0  # waited for, not killed
+    failed = pytest.raises(RuntimeError, match=r"1 DDP child process\(es\) failed")
+    with failed, distributed.job_scope() as trainers:
+        trainers.append(fake_trainer(child("raise SystemExit(3)")))
+
+
+def test_a_failed_job_kills_its_ddp_children(hydra_job: Path) -> None:
+    # Rank 0 failed: a child would wait forever in its next collective operation.
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="DDP child"), distributed.job_scope() as trainers:
+        stuck = child("import time; time.sleep(120)")
+        trainers.append(fake_trainer(stuck))
+        raise ValueError("rank 0 failed")
+    assert stuck.returncode is not None and stuck.returncode < 0  # killed by a signal
+    assert time.monotonic() - start < 60
+
+
+def test_torchrun_ranks_without_a_shared_run_dir_are_refused(
+    hydra_job: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # torchrun exports WORLD_SIZE; each rank composing its own timestamped dir would scatter
+    # the job: refused unless the command line names the directory.
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    compose(["kd.temperature=2"], output_dir=hydra_job)
+    with pytest.raises(RuntimeError, match=r"pass the same hydra.run.dir=<dir>"):
+        distributed.job_scope().__enter__()
+    compose(["kd.temperature=2", f"hydra.run.dir={hydra_job}"], output_dir=hydra_job)
+    with distributed.job_scope() as trainers:
+        assert trainers == []
 
 
 def test_slurm_launcher_asks_one_task_per_device_on_each_node() -> None:
     # Lightning's SLURMEnvironment insists on tasks per node == devices, nodes == num_nodes.
-    from conftest import REPO_ROOT
     from hydra import compose, initialize_config_dir
 
     overrides = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"]

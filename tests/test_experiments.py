@@ -1,5 +1,5 @@
-"""conf/experiment/: composition (the published CIFAR recipe) and a few steps of each on tiny
-files in the official formats."""
+"""conf/experiment/: composition (the published CIFAR recipe, written once in cifar100_base) and
+a few steps of each on tiny files in the official formats."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from conftest import FAST, REPO_ROOT, read_json, run_module
 from fake_files import write_cifar, write_idx_dataset
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 CIFAR_EXPERIMENTS = {
     "cifar100_resnet32x4_resnet8x4": ("resnet32x4", "resnet8x4"),
@@ -21,31 +22,91 @@ def composed(*overrides: str):
         return compose("train", overrides=list(overrides))
 
 
-@pytest.mark.parametrize("name", sorted(CIFAR_EXPERIMENTS))
-def test_cifar100_experiments_use_the_published_recipe(name: str) -> None:
-    cfg = composed(f"experiment={name}")
-    teacher, student = CIFAR_EXPERIMENTS[name]
+def _assert_published_recipe(cfg) -> None:
+    """SGD lr 0.05, momentum 0.9, wd 5e-4, lr x0.1 at 150/180/210, 240 epochs, batch 64,
+    T = 4, alpha = 0.9 (RepDistiller / CRD)."""
     assert cfg.data._target_ == "kdlightning.data.CIFAR100DataModule"
-    assert cfg.teacher.model._target_ == f"kdlightning.models.cifar.{teacher}"
-    assert cfg.student.model._target_ == f"kdlightning.models.cifar.{student}"
     opt, sched = cfg.optim.optimizer, cfg.optim.scheduler
     assert opt._target_ == "torch.optim.SGD"
     assert (opt.lr, opt.momentum, opt.weight_decay) == (0.05, 0.9, 0.0005)
     assert sched._target_ == "torch.optim.lr_scheduler.MultiStepLR"
     assert list(sched.milestones) == [150, 180, 210] and sched.gamma == 0.1
     assert cfg.data.batch_size == 64 and cfg.trainer.max_epochs == 240
+    assert cfg.data.pin_memory is True and cfg.trainer.accelerator == "auto"
     assert (cfg.kd.temperature, cfg.kd.alpha) == (4.0, 0.9)
 
 
+@pytest.mark.parametrize("name", sorted(CIFAR_EXPERIMENTS))
+def test_cifar100_experiments_use_the_published_recipe(name: str) -> None:
+    cfg = composed(f"experiment={name}")
+    _assert_published_recipe(cfg)
+    teacher, student = CIFAR_EXPERIMENTS[name]
+    for role, model in (("teacher", teacher), ("student", student)):
+        assert OmegaConf.to_container(cfg[role].model) == {
+            "_target_": "kdlightning.models.cifar_model", "name": model}  # fmt: skip
+    assert cfg.teacher.checkpoint is None
+
+
+def test_cifar100_base_runs_any_zoo_pair_with_the_same_recipe() -> None:
+    cfg = composed("experiment=cifar100_base")
+    _assert_published_recipe(cfg)
+    assert (cfg.teacher.model.name, cfg.student.model.name) == ("resnet32x4", "resnet8x4")
+    cfg = composed("experiment=cifar100_base", "teacher.model.name=resnet56",
+                   "student.model.name=resnet20")  # fmt: skip
+    _assert_published_recipe(cfg)
+    assert (cfg.teacher.model.name, cfg.student.model.name) == ("resnet56", "resnet20")
+
+
+def test_the_cifar_recipe_is_written_once() -> None:
+    """The named CIFAR-100 experiments add nothing but their pair to cifar100_base."""
+    conf = REPO_ROOT / "conf" / "experiment"
+    for name, (teacher, student) in CIFAR_EXPERIMENTS.items():
+        own = OmegaConf.load(conf / f"{name}.yaml")
+        assert list(own.defaults) == ["cifar100_base"]
+        del own["defaults"]
+        assert OmegaConf.to_container(own) == {
+            "teacher": {"model": {"name": teacher}},
+            "student": {"model": {"name": student}},
+        }
+
+
 def test_cpu_experiments_compose() -> None:
+    # every value the experiments used to restate (teacher, optim, kd) is still what they get
+    default_optim = OmegaConf.to_container(composed().optim)
+    dg = composed("experiment=digits_cnn_student")
+    assert dg.data._target_ == "kdlightning.data.DigitsDataModule"
+    assert OmegaConf.to_container(dg.teacher.model) == {
+        "_target_": "kdlightning.models.SmallCNN", "channels": [32, 64, 128], "hidden": 256,
+        "dropout": 0.2}  # fmt: skip
+    assert OmegaConf.to_container(dg.student.model) == {
+        "_target_": "kdlightning.models.SmallCNN", "channels": [8, 16], "hidden": 32}  # fmt: skip
+    assert (dg.kd.temperature, dg.kd.alpha) == (6.0, 0.9)
+
     fm = composed("experiment=fashion_mnist")
     assert fm.data._target_ == "kdlightning.data.FashionMNISTDataModule"
-    assert fm.teacher.model._target_ == "kdlightning.models.SmallCNN"
-    assert fm.student.model._target_ == "kdlightning.models.SmallCNN"
+    assert OmegaConf.to_container(fm.teacher.model) == {
+        "_target_": "kdlightning.models.SmallCNN", "channels": [16, 32, 64], "hidden": 128,
+        "dropout": 0.1}  # fmt: skip
+    assert OmegaConf.to_container(fm.student.model) == {
+        "_target_": "kdlightning.models.SmallCNN", "channels": [8, 16], "hidden": 32}  # fmt: skip
+    assert fm.trainer.max_epochs == 3
+
     m1 = composed("experiment=mnist1d")
     assert m1.data._target_ == "kdlightning.data.MNIST1DDataModule"
-    assert m1.teacher.model._target_ == "kdlightning.models.CNN1D"
-    assert m1.student.model._target_ == "kdlightning.models.MLP"
+    assert OmegaConf.to_container(m1.teacher.model) == {
+        "_target_": "kdlightning.models.CNN1D",
+        "channels": [64, 64, 64],
+        "kernel_size": 5,
+    }
+    assert OmegaConf.to_container(m1.student.model) == {
+        "_target_": "kdlightning.models.MLP", "hidden_sizes": [100, 100]}  # fmt: skip
+    assert m1.trainer.max_epochs == 40
+
+    for cfg in (fm, m1):
+        assert OmegaConf.to_container(cfg.optim) == default_optim
+        assert cfg.optim.optimizer._target_ == "torch.optim.AdamW"
+        assert (cfg.optim.optimizer.lr, cfg.optim.optimizer.weight_decay) == (0.003, 0.0001)
+        assert (cfg.kd.temperature, cfg.kd.alpha) == (4.0, 0.9)
     assert composed().task == "distill"
 
 

@@ -1,4 +1,5 @@
-"""DistillationModule / ClassifierModule: a frozen teacher, the optimizer, checkpoints, metrics."""
+"""DistillationModule / ClassifierModule: a frozen teacher, cached teacher logits, the optimizer,
+checkpoints, metrics, unlabeled samples."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from kdlightning import ClassifierModule, DistillationModule
+from kdlightning.data.base import UNLABELED
+from kdlightning.losses import distillation_terms
 
 
 def teacher_net() -> nn.Module:
@@ -27,11 +31,13 @@ def student_net() -> nn.Module:
     return nn.Sequential(*layers)
 
 
-def loaders(n: int = 48) -> tuple[DataLoader, DataLoader]:
+def loaders(n: int = 48, indexed: bool = True) -> tuple[DataLoader, DataLoader]:
+    """Batches of ``(x, y, index)`` as kdlightning's data modules serve them, or plain
+    ``(x, y)`` as a user's own loaders may (``indexed=False``)."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, 1, 4, 4, generator=g)
     y = torch.randint(0, 3, (n,), generator=g)
-    ds = TensorDataset(x, y)
+    ds = TensorDataset(x, y, torch.arange(n)) if indexed else TensorDataset(x, y)
     return DataLoader(ds, batch_size=8, shuffle=True), DataLoader(ds, batch_size=16)
 
 
@@ -152,7 +158,7 @@ def test_eval_metrics_match_hand_computation(tmp_path: Path) -> None:
     (res,) = trainer(tmp_path).test(module, val_dl, verbose=False)
     teacher.eval()
     student.eval()
-    x, y = val_dl.dataset.tensors
+    x, y, _ = val_dl.dataset.tensors
     with torch.no_grad():
         s, te = student(x), teacher(x)
     assert res["test/acc"] == pytest.approx((s.argmax(1) == y).float().mean().item(), abs=1e-6)
@@ -178,9 +184,99 @@ def test_classifier_module_trains_and_logs(tmp_path: Path) -> None:
     model = student_net()
     module = ClassifierModule(model, optimizer=functools.partial(torch.optim.SGD, lr=0.5))
     assert module.num_classes == 3
-    train_dl, val_dl = loaders()
+    train_dl, val_dl = loaders(indexed=False)  # plain (x, y) batches work as well
     t = trainer(tmp_path, max_epochs=3)
     t.fit(module, train_dl, val_dl)
     assert {"train/loss_epoch", "train/acc", "val/loss", "val/acc"} <= set(t.logged_metrics)
     ckpt = torch.load(t.checkpoint_callback.best_model_path, weights_only=False)
     assert all(k.startswith("model.") for k in ckpt["state_dict"])
+
+
+def test_plain_batches_without_an_index_distill_with_the_live_teacher(tmp_path: Path) -> None:
+    module = DistillationModule(teacher_net(), student_net())
+    train_dl, val_dl = loaders(indexed=False)
+    t = trainer(tmp_path, max_epochs=1)
+    t.fit(module, train_dl, val_dl)
+    assert "val/teacher_acc" in t.logged_metrics
+
+
+class MustNotRun(nn.Module):
+    """A teacher whose logits were computed beforehand: running it is a bug."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(16, 3)  # parameters, as a real teacher has
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("the teacher ran although its logits were given")
+
+
+def record_logs(module: L.LightningModule, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Call steps outside a Trainer: ``self.log`` stores into the returned dict instead."""
+    logged: dict = {}
+    monkeypatch.setattr(module, "log", lambda name, value, **kw: logged.__setitem__(name, value))
+    return logged
+
+
+def test_cached_teacher_logits_are_looked_up_by_index_and_the_teacher_never_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    n = 48
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(n, 1, 4, 4, generator=g), torch.randint(0, 3, (n,), generator=g)
+    # Rows carry indices in another order than their positions: a lookup by position in the
+    # batch (or in the data set) instead of by the index the batch carries gets other rows.
+    index = torch.randperm(n, generator=g)
+    table = torch.zeros(n, 3)
+    table[index] = 5.0 * F.one_hot(y, 3).float()  # a teacher that is right on every sample
+    logits = {"train": table, "val": table.clone(), "test": table.clone()}
+    module = DistillationModule(MustNotRun(), student_net(), temperature=2.0, alpha=0.5,
+                                teacher_logits=logits)  # fmt: skip
+    ds = TensorDataset(x, y, index)
+    train_dl, eval_dl = DataLoader(ds, batch_size=8, shuffle=True), DataLoader(ds, batch_size=16)
+    t = trainer(tmp_path, max_epochs=1)
+    t.fit(module, train_dl, eval_dl)  # training_step and validation_step: no teacher call
+    assert t.logged_metrics["val/teacher_acc"] == 1.0
+    (res,) = t.test(module, eval_dl, verbose=False)
+    assert res["test/teacher_acc"] == 1.0
+    # the cached logits are non-persistent buffers: never saved with the student
+    ckpt = torch.load(t.checkpoint_callback.best_model_path, weights_only=False)
+    assert ckpt["state_dict"] and all(k.startswith("student.") for k in ckpt["state_dict"])
+
+    # one training step by hand: the loss is the KD loss against the looked-up rows
+    record_logs(module, monkeypatch)
+    module.student.eval()  # BatchNorm on running statistics: the same output twice
+    rows = torch.tensor([5, 0, 17, 33])
+    batch = (x[rows], y[rows], index[rows])
+    loss = module.training_step(batch, 0)
+    with torch.no_grad():
+        expected = distillation_terms(module.student(x[rows]), table[index[rows]], y[rows],
+                                      2.0, 0.5).loss  # fmt: skip
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    with pytest.raises(ValueError, match=r"\(inputs, targets, index\)"):
+        module.training_step((x[rows], y[rows]), 0)  # no index: nothing to look up
+
+
+def test_unlabeled_samples_get_the_distillation_term_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = DistillationModule(teacher_net(), student_net(), temperature=2.0, alpha=0.5)
+    logged = record_logs(module, monkeypatch)
+    module.student.eval()
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(8, 1, 4, 4, generator=g), torch.randint(0, 3, (8,), generator=g)
+
+    unlabeled = torch.full_like(y, UNLABELED)
+    loss = module.training_step((x, unlabeled, torch.arange(8)), 0)
+    assert torch.isfinite(loss) and logged["train/ce_loss"].item() == 0.0
+    # alpha * KD + (1 - alpha) * 0: the distillation term alone carries the step
+    assert loss.item() == pytest.approx(0.5 * logged["train/kd_loss"].item(), rel=1e-6)
+    loss.backward()
+    grads = [p.grad for p in module.student.parameters()]
+    assert all(gr is not None and torch.isfinite(gr).all() for gr in grads)
+
+    # half labeled: the cross-entropy is the mean over the labeled half only
+    mixed = y.clone()
+    mixed[4:] = UNLABELED
+    module.training_step((x, mixed, torch.arange(8)), 0)
+    with torch.no_grad():
+        ce = F.cross_entropy(module.student(x[:4]), y[:4])
+    assert logged["train/ce_loss"].item() == pytest.approx(ce.item(), rel=1e-5)

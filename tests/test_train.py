@@ -1,31 +1,46 @@
-"""The main job end to end on digits (shortened with debug=fast), through the real CLI."""
+"""The main job end to end on digits (debug=fast): in-process through ``kdlightning.train.run``,
+plus one smoke test of the real command line."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-from conftest import FAST, read_json, run_module
+from conftest import FAST, exception_chain, read_json, run_job, run_module
 
 from kdlightning.models import MLP
+from kdlightning.train import TASKS, check_task
 
-pytestmark = pytest.mark.slow
 ROLES = ("teacher", "baseline", "distilled")
 
 
+@dataclass
+class FirstRun:
+    results: dict[str, Any]  # what run() returned
+    out: Path  # its run directory
+    log_dir: Path  # its paths.log_dir, hence its cache: later jobs there reuse its stages
+
+
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    root = tmp_path_factory.mktemp("run")
-    out = root / "job"
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> FirstRun:
+    root = tmp_path_factory.mktemp("train")
     # its own log dir, hence its own teacher/baseline cache: this run trains every stage
-    proc = run_module("kdlightning.train", *FAST, f"hydra.run.dir={out}", f"paths.log_dir={root}")
-    return out, proc.stdout
+    results, out = run_job(root, name="first")
+    return FirstRun(results, out, root)
 
 
-def test_results_json_is_well_formed(first_run: tuple[Path, str]) -> None:
-    out, _ = first_run
-    results = read_json(out / "results.json")
+def test_every_stage_was_computed_not_loaded(first_run: FirstRun) -> None:
+    for role in ("teacher", "baseline"):
+        assert first_run.results[role]["cache"]["hit"] is False
+        assert first_run.results[role]["cache"]["trained_in"] == str(first_run.out)
+
+
+def test_results_json_is_well_formed(first_run: FirstRun) -> None:
+    results = read_json(first_run.out / "results.json")
     assert set(ROLES) <= set(results)
     for role in ROLES:
         r = results[role]
@@ -44,10 +59,12 @@ def test_results_json_is_well_formed(first_run: tuple[Path, str]) -> None:
     s = results["summary"]
     assert s["temperature"] == 4.0 and s["alpha"] == 0.9
     assert s["compression"] == pytest.approx(results["teacher"]["params"] / d["params"])
+    # the file holds what run() returned (the value a Hydra sweeper reads comes from there too)
+    assert s == first_run.results["summary"]
 
 
-def test_outputs_on_disk_and_printed_table(first_run: tuple[Path, str]) -> None:
-    out, stdout = first_run
+def test_outputs_on_disk(first_run: FirstRun) -> None:
+    out = first_run.out
     for role in ROLES:
         assert (out / role / "checkpoints" / "best.ckpt").is_file()
         assert (out / "logs" / role / "metrics.csv").is_file()
@@ -55,58 +72,84 @@ def test_outputs_on_disk_and_printed_table(first_run: tuple[Path, str]) -> None:
     student.load_state_dict(torch.load(out / "student.pt", weights_only=True))
     table = (out / "comparison.md").read_text()
     for label in ("teacher", "student alone", "distilled student", "compression", "speed-up"):
-        assert label in table and label in stdout
+        assert label in table
     # the distilled checkpoint holds the student only
     ckpt = torch.load(out / "distilled" / "checkpoints" / "best.ckpt", weights_only=False)
-    assert all(k.startswith("student.") for k in ckpt["state_dict"])
+    assert ckpt["state_dict"] and all(k.startswith("student.") for k in ckpt["state_dict"])
 
 
-def test_reusing_the_teacher_checkpoint_skips_training(
-    first_run: tuple[Path, str], tmp_path: Path
+def test_a_second_job_reuses_teacher_and_baseline_from_the_cache(
+    first_run: FirstRun, tmp_path: Path
 ) -> None:
-    out, _ = first_run
-    first = read_json(out / "results.json")
-    ckpt = first["teacher"]["checkpoint"]
-    proc = run_module(
-        "kdlightning.train", *FAST, f"hydra.run.dir={tmp_path}", f"teacher.checkpoint={ckpt}",
-        "baseline=false", "kd.temperature=2", f"paths.log_dir={tmp_path}",
-    )  # fmt: skip
-    assert "Loading the teacher from" in proc.stderr + proc.stdout
-    assert "Training the teacher" not in proc.stderr + proc.stdout
-    results = read_json(tmp_path / "results.json")
-    assert "baseline" not in results
-    assert not (tmp_path / "teacher" / "checkpoints").exists()  # nothing was trained
-    assert results["teacher"]["test/acc"] == pytest.approx(first["teacher"]["test/acc"])
+    # Another temperature: the teacher and the student alone are the same, so nothing retrains.
+    results, out = run_job(tmp_path, "kd.temperature=2", log_dir=first_run.log_dir)
+    for role in ("teacher", "baseline"):
+        assert results[role]["cache"]["hit"] is True
+        assert results[role]["cache"]["trained_in"] == str(first_run.out)
+        assert results[role]["test/acc"] == first_run.results[role]["test/acc"]
+        assert not (out / role).exists()  # no trainer ran for it
+    assert (out / "distilled" / "checkpoints" / "best.ckpt").is_file()  # distilled: trained
+    # the same teacher on the same data: its logits come from the cache as well
+    first_logits = first_run.results["distilled"]["teacher_logits"]
+    logits = results["distilled"]["teacher_logits"]
+    assert first_logits["mode"] == logits["mode"] == "cached"
+    assert (first_logits["cache"]["hit"], logits["cache"]["hit"]) == (False, True)
     assert results["summary"]["temperature"] == 2.0
 
 
 @pytest.mark.parametrize(
-    ("override", "expected"),
+    ("override", "error", "expected"),
     [
-        ("kd.temperature=-1", "temperature must be a finite number > 0, got -1"),
-        ("kd.alpha=1.5", "alpha must lie in [0, 1]"),
-        ("teacher.checkpoint=/no/such/teacher.ckpt", "checkpoint file not found: '/no/such"),
-        ("data.batch_size=0", "data.batch_size must be >= 1, got 0"),
+        ("kd.temperature=-1", ValueError, "temperature must be a finite number > 0, got -1"),
+        ("kd.alpha=1.5", ValueError, "alpha must lie in [0, 1]"),
+        ("teacher.checkpoint=/no/such/teacher.ckpt", FileNotFoundError,
+         "checkpoint file not found: '/no/such"),
+        ("data.batch_size=0", ValueError, "data.batch_size must be >= 1, got 0"),
+        ("task=clasify", ValueError, "unknown task 'clasify'"),
+        ("kd.teacher_logits=sometimes", ValueError, "kd.teacher_logits='sometimes' is not one of"),
     ],
-)
-def test_user_errors_are_reported_clearly(override: str, expected: str, tmp_path: Path) -> None:
+)  # fmt: skip
+def test_user_errors_are_reported_clearly(
+    first_run: FirstRun, tmp_path: Path, override: str, error: type, expected: str
+) -> None:
+    # The first run's cache: the stages before the failing one are loaded, not retrained.
+    with pytest.raises(Exception) as info:
+        run_job(tmp_path, override, log_dir=first_run.log_dir)
+    # Hydra wraps the data module's own error in an InstantiationException: look down the chain.
+    found = [e for e in exception_chain(info.value) if isinstance(e, error)]
+    assert found and expected in str(found[0]), exception_chain(info.value)
+    assert not (tmp_path / "job" / "results.json").exists()
+
+
+def test_check_task() -> None:
+    assert TASKS == ("distill", "classify")
+    assert [check_task(t) for t in TASKS] == list(TASKS)
+    with pytest.raises(ValueError, match=r"unknown task 'clasify'.*task=classify"):
+        check_task("clasify")
+
+
+@pytest.mark.slow
+def test_cli_prints_the_table_writes_results_and_fails_clearly(tmp_path: Path) -> None:
+    """The one run of the real command line: ``@hydra.main``, printing, exit status."""
+    out = tmp_path / "run"
     proc = run_module(
-        "kdlightning.train", *FAST, f"hydra.run.dir={tmp_path}", override,
+        "kdlightning.train", *FAST, f"hydra.run.dir={out}", f"paths.log_dir={tmp_path}"
+    )
+    results = read_json(out / "results.json")
+    assert set(ROLES) <= set(results)
+    for label in ("teacher", "student alone", "distilled student", "compression", "speed-up"):
+        assert label in proc.stdout
+    assert f"results: {out / 'results.json'}" in proc.stdout
+    assert (out / ".hydra" / "config.yaml").is_file()  # Hydra's own record of the job
+
+    bad = tmp_path / "bad"
+    proc = run_module(
+        "kdlightning.train", *FAST, f"hydra.run.dir={bad}", "data.batch_size=0",
         f"paths.log_dir={tmp_path}", check=False,
     )  # fmt: skip
     assert proc.returncode != 0
-    assert expected in proc.stderr
-
-
-def test_wrong_teacher_architecture_lists_the_keys(
-    first_run: tuple[Path, str], tmp_path: Path
-) -> None:
-    out, _ = first_run
-    ckpt = read_json(out / "results.json")["teacher"]["checkpoint"]
-    proc = run_module(
-        "kdlightning.train", *FAST, f"hydra.run.dir={tmp_path}", f"teacher.checkpoint={ckpt}",
-        "teacher=mlp", f"paths.log_dir={tmp_path}", check=False,
-    )  # fmt: skip
-    assert proc.returncode != 0
-    assert "does not fit the configured teacher model" in proc.stderr
-    assert "missing keys: 1.bias, 1.weight" in proc.stderr
+    assert "data.batch_size must be >= 1, got 0" in proc.stderr
+    # main() leaves a trace for the sweep report, and no results
+    failed = read_json(bad / "failed.json")
+    assert re.search(r"data\.batch_size must be >= 1, got 0", failed["error"]), failed
+    assert not (bad / "results.json").exists()

@@ -1,24 +1,150 @@
-"""Shared plumbing for kdlightning's data modules.
+"""Shared plumbing for kdlightning's data modules: indexed batches and the labeled subset.
 
 Every data module reports ``num_classes`` and ``input_shape`` before ``setup`` runs, so that
-``kdlightning.train`` can build teacher and student for the data and check them against it.
+the job can build teacher and student for the data and check them against it.
+
+Every batch is ``(inputs, targets, index)``: ``index`` is each sample's position in its split,
+which is what lets the distillation stage look up teacher logits computed once beforehand,
+whatever the shuffling, ``drop_last`` or DDP sharding. Data sets held in memory as tensors are
+served whole-batch (one fancy-indexing per batch, no per-sample ``__getitem__`` + collate).
+
+``num_labeled=N`` (the transfer set): a seeded, class-balanced subset of N training samples keeps
+its labels. ``train_mode`` says what ``train_dataloader`` serves:
+
+- ``"full"``: every training sample with its label (the teacher);
+- ``"labeled"``: only the N labeled samples (the student alone), repeated to the size of the
+  training split so that an epoch takes as many steps in every mode;
+- ``"transfer"``: every training sample, the unlabeled ones with target ``-1`` (the distilled
+  student: cross-entropy on the labeled ones, the distillation term on all).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
+
+#: Target of a training sample whose label is withheld (``num_labeled``); losses ignore it.
+UNLABELED = -1
+TRAIN_MODES = ("full", "labeled", "transfer")
+
+
+class IndexedTensors(Dataset):
+    """In-memory ``(inputs, targets)`` served as ``(x, y, index)``, a whole batch at a time.
+
+    ``DataLoader`` calls ``__getitems__`` with a batch of indices when it exists; ``index`` maps
+    each row back to ``positions`` (its place in the split it came from).
+    """
+
+    def __init__(self, inputs: Tensor, targets: Tensor, positions: Tensor | None = None) -> None:
+        if len(inputs) != len(targets):
+            raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
+        self.inputs, self.targets = inputs, targets
+        self.positions = torch.arange(len(targets)) if positions is None else positions
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, Tensor]:
+        return self.inputs[i], self.targets[i], self.positions[i]
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return self.inputs[idx], self.targets[idx], self.positions[idx]
+
+
+class ExactDistributedSampler(DistributedSampler):
+    """Rank r of w evaluates samples r, r + w, r + 2w, ...: every sample exactly once.
+
+    Lightning's default ``DistributedSampler`` pads the ranks to equal length by repeating
+    samples, so a test accuracy under DDP would count some images twice. Evaluation needs no
+    equal lengths: metrics are summed across ranks once, at the end of the epoch. Being a
+    ``DistributedSampler``, Lightning leaves it in place.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.num_samples = len(range(rank, len(dataset), num_replicas))  # type: ignore[arg-type]
+        self.total_size = len(dataset)  # type: ignore[arg-type]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(range(self.rank, self.total_size, self.num_replicas))
+
+
+def _batch_as_is(batch: Any) -> Any:
+    # IndexedTensors.__getitems__ already returns the batch (module level: workers pickle it).
+    return batch
+
+
+class Indexed(Dataset):
+    """Any ``(input, target)`` data set, with the target replaced per ``targets`` if given,
+    returning ``(input, target, index)`` for the default collate."""
+
+    def __init__(self, dataset: Dataset, targets: Tensor | None = None) -> None:
+        self.dataset, self.targets = dataset, targets
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[Any, Any, int]:
+        x, y = self.dataset[i]
+        return x, (int(self.targets[i]) if self.targets is not None else y), i
+
+
+def dataset_targets(dataset: Dataset) -> Tensor:
+    """The targets of a data set without decoding its inputs (tensors, subsets, torchvision)."""
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors[1].long()
+    if isinstance(dataset, IndexedTensors):
+        return dataset.targets.long()
+    inner, indices = getattr(dataset, "dataset", None), getattr(dataset, "indices", None)
+    if inner is not None and indices is not None:
+        return dataset_targets(inner)[torch.as_tensor(list(indices), dtype=torch.long)]
+    if hasattr(dataset, "targets"):
+        return torch.as_tensor(dataset.targets).long()
+    return torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))])  # type: ignore[arg-type]
+
+
+def balanced_subset(targets: Tensor, n: int, num_classes: int, seed: int) -> Tensor:
+    """``n`` seeded sample positions, as equal a share per class as the classes allow (sorted)."""
+    if not 0 < n <= len(targets):
+        raise ValueError(
+            f"data.num_labeled must lie between 1 and {len(targets)} (the training split's "
+            f"size), got {n!r}; use null to keep every label"
+        )
+    g = torch.Generator().manual_seed(int(seed))
+    pools = [torch.nonzero(targets == c).flatten() for c in range(num_classes)]
+    pools = [p[torch.randperm(len(p), generator=g)] for p in pools]
+    chosen: list[Tensor] = []
+    need, open_pools = n, [p for p in pools if len(p)]
+    # Round-robin over classes: each takes its share; small classes give the rest to others.
+    while need > 0:
+        share = max(1, need // len(open_pools))
+        for i, pool in enumerate(open_pools):
+            take = min(share, len(pool), need)
+            chosen.append(pool[:take])
+            open_pools[i], need = pool[take:], need - take
+            if need == 0:
+                break
+        open_pools = [p for p in open_pools if len(p)]
+    return torch.sort(torch.cat(chosen)).values
 
 
 class ClassificationDataModule(L.LightningDataModule):
     """A LightningDataModule with train/val/test datasets and uniform loader settings.
 
     Subclasses set ``num_classes`` and ``input_shape`` and fill ``train_set``, ``val_set`` and
-    ``test_set`` in ``setup``.
+    ``test_set`` (``(input, target)`` data sets; a 2-tensor ``TensorDataset`` is served
+    whole-batch) in ``setup``. ``augments`` says whether the training inputs are random.
     """
 
     num_classes: int
     input_shape: tuple[int, ...]
+    augments: bool = False
 
     def __init__(
         self,
@@ -26,39 +152,101 @@ class ClassificationDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         eval_batch_size: int | None = None,
+        num_labeled: int | None = None,
     ) -> None:
         super().__init__()
         if int(batch_size) < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size!r}")
         if int(num_workers) < 0:
             raise ValueError(f"data.num_workers must be >= 0, got {num_workers!r}")
+        if num_labeled is not None and int(num_labeled) < 1:
+            raise ValueError(f"data.num_labeled must be >= 1 or null, got {num_labeled!r}")
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
+        self.num_labeled = None if num_labeled is None else int(num_labeled)
+        self.train_mode = "full"
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+        self._labeled: Tensor | None = None
 
-    def _loader(self, dataset: Dataset | None, *, train: bool) -> DataLoader:
+    # --- the labeled subset ---------------------------------------------------------------------
+    def labeled_positions(self) -> Tensor | None:
+        """Positions in ``train_set`` that keep their labels (``None``: all of them)."""
+        if self.num_labeled is None:
+            return None
+        if self._labeled is None:
+            targets = dataset_targets(self._split("train"))
+            seed = int(getattr(self, "seed", 0))
+            self._labeled = balanced_subset(targets, self.num_labeled, self.num_classes, seed)
+        return self._labeled
+
+    def set_train_mode(self, mode: str) -> None:
+        """Choose what ``train_dataloader`` serves: ``full``, ``labeled`` or ``transfer``."""
+        if mode not in TRAIN_MODES:
+            raise ValueError(f"train_mode must be one of {TRAIN_MODES}, got {mode!r}")
+        self.train_mode = mode
+
+    # --- loaders --------------------------------------------------------------------------------
+    def _split(self, split: str) -> Dataset:
+        dataset = getattr(self, f"{split}_set")
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() must run before asking for loaders")
+        return dataset
+
+    def indexed(self, split: str, mode: str = "full") -> Dataset:
+        """``split`` as ``(x, y, index)`` samples; for ``train``, as ``mode`` says."""
+        dataset = self._split(split)
+        labeled = self.labeled_positions() if split == "train" else None
+        targets = dataset_targets(dataset) if labeled is not None else None
+        if labeled is not None and mode == "labeled":
+            # The labeled samples repeated up to the split's size: an epoch of the student alone
+            # takes as many steps as an epoch of the distilled student, which sees every sample.
+            reps = -(-len(targets) // len(labeled))
+            tiled = labeled.repeat(reps)[: len(targets)]
+            if isinstance(dataset, TensorDataset):
+                x, y = dataset.tensors
+                return IndexedTensors(x[tiled], y[tiled].long(), tiled)
+            return Indexed(torch.utils.data.Subset(dataset, tiled.tolist()))
+        if labeled is not None and mode == "transfer":
+            masked = torch.full_like(targets, UNLABELED)
+            masked[labeled] = targets[labeled]
+            targets = masked
+        if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2:
+            x, y = dataset.tensors
+            return IndexedTensors(x, y.long() if targets is None else targets)
+        return Indexed(dataset, targets)
+
+    def loader(self, dataset: Dataset, *, train: bool, shard: bool = True) -> DataLoader:
+        """A DataLoader with this module's settings over an :meth:`indexed` data set.
+
+        Under DDP, evaluation loaders shard without padding (:class:`ExactDistributedSampler`);
+        ``shard=False`` serves the whole set on every rank.
+        """
+        trainer = getattr(self, "trainer", None)
+        sampler = None
+        if shard and not train and trainer is not None and trainer.world_size > 1:
+            sampler = ExactDistributedSampler(dataset, trainer.world_size, trainer.global_rank)
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
             shuffle=train,
+            sampler=sampler,
             # Drop a ragged last batch only when training: tiny last batches make BatchNorm noisy.
             drop_last=train and len(dataset) > self.batch_size,  # type: ignore[arg-type]
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            collate_fn=_batch_as_is if isinstance(dataset, IndexedTensors) else None,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, train=True)
+        return self.loader(self.indexed("train", self.train_mode), train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, train=False)
+        return self.loader(self.indexed("val"), train=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, train=False)
+        return self.loader(self.indexed("test"), train=False)

@@ -53,14 +53,16 @@ class _CIFARDataModule(ClassificationDataModule):
         num_workers: int = 4,
         pin_memory: bool = False,
         eval_batch_size: int | None = None,
+        num_labeled: int | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, eval_batch_size)
+        super().__init__(batch_size, num_workers, pin_memory, eval_batch_size, num_labeled)
         self.data_dir = Path(data_dir).expanduser()
         self.val_size = int(val_size)
         self.seed = int(seed)
         self.download = bool(download)
         self.check_md5 = bool(check_md5)
         self.augment = bool(augment)
+        self.augments = self.augment  # random crops and flips: stored logits would not match
 
     def transforms(self, train: bool) -> transforms.Compose:
         """The training (augmenting) or evaluation transforms."""

@@ -40,8 +40,9 @@ class DigitsDataModule(ClassificationDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         eval_batch_size: int | None = None,
+        num_labeled: int | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, eval_batch_size)
+        super().__init__(batch_size, num_workers, pin_memory, eval_batch_size, num_labeled)
         self.val_fraction = _check_fraction("val_fraction", val_fraction)
         self.test_fraction = _check_fraction("test_fraction", test_fraction)
         if self.val_fraction + self.test_fraction >= 1.0:

@@ -39,6 +39,8 @@ def _class_folders(folder: Path, what: str) -> list[str]:
 class ImageFolderDataModule(ClassificationDataModule):
     """Train/val/test from ``root/<train_dir>`` (split) and ``root/<test_dir>``."""
 
+    augments = True  # RandomResizedCrop + flips
+
     def __init__(
         self,
         root: str,
@@ -51,8 +53,9 @@ class ImageFolderDataModule(ClassificationDataModule):
         num_workers: int = 8,
         pin_memory: bool = False,
         eval_batch_size: int | None = None,
+        num_labeled: int | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, eval_batch_size)
+        super().__init__(batch_size, num_workers, pin_memory, eval_batch_size, num_labeled)
         self.train_root = Path(root).expanduser() / train_dir
         self.test_root = Path(root).expanduser() / test_dir
         self.classes = _class_folders(self.train_root, "training")

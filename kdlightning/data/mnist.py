@@ -86,8 +86,9 @@ class _IdxDataModule(ClassificationDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         eval_batch_size: int | None = None,
+        num_labeled: int | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, eval_batch_size)
+        super().__init__(batch_size, num_workers, pin_memory, eval_batch_size, num_labeled)
         self.data_dir = Path(data_dir).expanduser()
         self.val_size = int(val_size)
         self.seed = int(seed)

@@ -38,8 +38,9 @@ class MNIST1DDataModule(ClassificationDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         eval_batch_size: int | None = None,
+        num_labeled: int | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, eval_batch_size)
+        super().__init__(batch_size, num_workers, pin_memory, eval_batch_size, num_labeled)
         if int(num_samples) < 20:
             raise ValueError(f"data.num_samples must be >= 20, got {num_samples!r}")
         if not 0.0 < float(train_split) < 1.0:

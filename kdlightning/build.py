@@ -1,0 +1,106 @@
+"""Builders: turn parts of the composed Hydra config into objects (models, optimizers, trainers).
+
+    from kdlightning.build import build_model, make_trainer, optimizer_factories
+    student = build_model(cfg.student.model, dm, "student")
+    module = ClassifierModule(student, num_classes=dm.num_classes, **optimizer_factories(cfg))
+    trainer = make_trainer(cfg, "baseline", output_dir)
+
+Nothing here trains; ``kdlightning.stages`` composes these into the job's stages. Loggers and
+callbacks are instantiated generically from ``cfg.logger`` / ``cfg.callbacks`` (any Lightning
+logger or callback works); the only per-class policy, W&B's, lives in ``kdlightning.tracking``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig
+from torch import nn
+
+from kdlightning import tracking
+from kdlightning.data.base import ClassificationDataModule
+from kdlightning.models.utils import check_model_output
+
+
+def build_model(model_cfg: DictConfig, dm: ClassificationDataModule, role: str) -> nn.Module:
+    """Instantiate ``model_cfg`` for the data module's classes and input shape, and check it."""
+    if "_target_" not in model_cfg:
+        raise ValueError(f"the {role} config has no model._target_; see conf/model/ for examples")
+    try:
+        model = instantiate(
+            model_cfg, num_classes=dm.num_classes, input_shape=list(dm.input_shape), _convert_="all"
+        )
+    except InstantiationException as err:
+        # Hydra wraps the builder's own error; a bad value (e.g. a 1-D model for images) should
+        # read as one, naming the role and the data, not as a Hydra internals traceback.
+        cause = err.__cause__ or err
+        raise ValueError(
+            f"cannot build the {role} model {model_cfg._target_} for data with "
+            f"{dm.num_classes} classes and input shape {tuple(dm.input_shape)}: {cause}"
+        ) from err
+    check_model_output(model, dm.num_classes, dm.input_shape, role)
+    return model
+
+
+def optimizer_factories(cfg: DictConfig) -> dict[str, Any]:
+    """``optimizer`` / ``scheduler`` factories (``_partial_: true``) from ``cfg.optim``."""
+    optim = cfg.get("optim") or {}
+    return {
+        "optimizer": instantiate(optim["optimizer"]) if optim.get("optimizer") else None,
+        "scheduler": instantiate(optim["scheduler"]) if optim.get("scheduler") else None,
+    }
+
+
+def _entries(cfg: DictConfig, group: str) -> list[tuple[str, DictConfig]]:
+    """The enabled entries of a dict-of-configs group (``callbacks.x=null`` switches one off)."""
+    out = []
+    for name, entry in (cfg.get(group) or {}).items():
+        if entry is None:
+            continue
+        if "_target_" not in entry:
+            raise ValueError(f"{group}.{name} has no _target_")
+        out.append((str(name), entry))
+    return out
+
+
+def make_callbacks(cfg: DictConfig, stage_dir: Path) -> list[L.Callback]:
+    """Instantiate ``cfg.callbacks``; callbacks with a ``dirpath`` write under the stage's dir."""
+    return [
+        instantiate(cb, **({"dirpath": str(stage_dir / "checkpoints")} if "dirpath" in cb else {}))
+        for _, cb in _entries(cfg, "callbacks")
+    ]
+
+
+def make_loggers(cfg: DictConfig, stage: str) -> list[Any]:
+    """Instantiate ``cfg.logger``, each stage its own run/version of every logger.
+
+    Loggers that take a ``version`` (CSV, TensorBoard) write to ``<save_dir>/<name>/<stage>``;
+    ``kdlightning.tracking.stage_kwargs`` adds W&B's per-stage run settings.
+    """
+    loggers = []
+    for _, lg in _entries(cfg, "logger"):
+        cls = get_class(str(lg._target_))
+        extra = tracking.stage_kwargs(cls, lg, cfg, stage)
+        if extra is None and "version" in inspect.signature(cls).parameters:
+            extra = {"version": stage}
+        # _partial_: W&B's extra arguments include "config", a name instantiate() keeps for itself
+        loggers.append(instantiate(lg, _partial_=True)(**(extra or {})))
+    return loggers
+
+
+def make_trainer(cfg: DictConfig, stage: str, output_dir: Path, **overrides: Any) -> L.Trainer:
+    """A Trainer from ``cfg.trainer`` with this stage's callbacks, loggers and directory."""
+    stage_dir = output_dir / stage
+    loggers = make_loggers(cfg, stage)
+    return instantiate(
+        cfg.trainer,
+        callbacks=make_callbacks(cfg, stage_dir),
+        logger=loggers or False,
+        default_root_dir=str(stage_dir),
+        **overrides,
+    )

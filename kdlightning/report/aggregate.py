@@ -1,0 +1,156 @@
+"""Statistics over the jobs of a sweep: mean ± std over seeds, the best setting, seed tables.
+
+    from kdlightning.report import aggregate, best_setting, by_role, collect_jobs
+    jobs = collect_jobs("logs/multiruns/<date>")
+    best = best_setting(aggregate(jobs))        # chosen on validation accuracy only
+    tables = by_role(jobs)                      # teacher / student alone / distilled per group
+
+Only jobs with status ``ok`` enter any statistic; the others are listed by the report.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from kdlightning.compare import ROLES
+from kdlightning.report.collect import Job
+
+# aggregate() column -> (role, results.json key) of the distilled student it averages
+STUDENT_COLUMNS = {
+    "val_acc": ("distilled", "val/acc"),
+    "test_acc": ("distilled", "test/acc"),
+    "test_agreement": ("distilled", "test/agreement"),
+}
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value) of ``values``."""
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def status_counts(jobs: Sequence[Job]) -> dict[str, int]:
+    """How many jobs have each status, in the order the statuses first appear."""
+    statuses = [j.status for j in jobs]
+    return {s: statuses.count(s) for s in dict.fromkeys(statuses)}
+
+
+def _stats(values: Sequence[float]) -> tuple[float, float, int]:
+    """(mean, sample std, count); NaNs for no value at all."""
+    return (*mean_std(values), len(values)) if values else (math.nan, math.nan, 0)
+
+
+def _axis_key(value: float | None) -> tuple[bool, float]:
+    # Sorts None (a job without that axis, e.g. task=classify) after every number.
+    return (value is None, 0.0 if value is None else value)
+
+
+def aggregate(jobs: Iterable[Job]) -> list[dict[str, Any]]:
+    """Mean and sample std over seeds of each setting's finished jobs, sorted by setting."""
+    groups: dict[tuple[str, float, float], list[Job]] = {}
+    for job in jobs:
+        if job.status == "ok" and job.temperature is not None and job.alpha is not None:
+            groups.setdefault((job.setting, job.temperature, job.alpha), []).append(job)
+    rows = []
+    for (setting, t, a), members in sorted(groups.items()):
+        row: dict[str, Any] = {"setting": setting, "temperature": t, "alpha": a}
+        row["n"] = len(members)
+        row["seeds"] = sorted(j.seed for j in members if j.seed is not None)
+        for name, (role, key) in STUDENT_COLUMNS.items():
+            values = [v for j in members if (v := j.metric(role, key)) is not None]
+            row[f"{name}_mean"], row[f"{name}_std"], _ = _stats(values)
+        rows.append(row)
+    return rows
+
+
+def best_setting(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The aggregate row with the highest mean **validation** accuracy.
+
+    Ties go to the smaller spread over seeds, then to the earlier row (lower temperature,
+    then lower alpha). Test accuracy never takes part in the choice.
+    """
+    candidates = [r for r in rows if not math.isnan(r["val_acc_mean"])]
+    if not candidates:
+        return None
+    # Rounded: means of the same accuracies summed in another order must still tie.
+    return max(
+        candidates,
+        key=lambda r: (round(r["val_acc_mean"], 9), -round(r["val_acc_std"], 9), -rows.index(r)),
+    )
+
+
+def reference_accuracy(jobs: Iterable[Job], role: str) -> tuple[float, float, int] | None:
+    """Mean, std and count over seeds of the teacher's or baseline's (``role``) test accuracy.
+
+    Jobs of one seed share one cached teacher/baseline, so each seed counts once.
+    """
+    per_seed: dict[Any, float] = {}
+    for job in jobs:
+        value = job.metric(role, "test/acc")
+        if job.status == "ok" and value is not None:
+            per_seed.setdefault((job.setting, job.seed), value)
+    if not per_seed:
+        return None
+    mean, std = mean_std(list(per_seed.values()))
+    return mean, std, len(per_seed)
+
+
+def _role_rows(members: Sequence[Job]) -> list[dict[str, Any]]:
+    rows = []
+    for role, label in ROLES:
+        present = [j.metrics[role] for j in members if role in j.metrics]
+        if present:
+            rows.append(
+                {
+                    "role": role,
+                    "label": label,
+                    "test_acc": _stats([m["test/acc"] for m in present if "test/acc" in m]),
+                    "val_acc": _stats([m["val/acc"] for m in present if "val/acc" in m]),
+                    "params": sorted({int(m["params"]) for m in present if "params" in m}),
+                }
+            )
+    return rows
+
+
+def _paired_gain(members: Sequence[Job]) -> dict[str, float] | None:
+    # Both students of one job share its seed (init and data order): a paired difference.
+    gains = []
+    for job in members:
+        kd, alone = job.metric("distilled", "test/acc"), job.metric("baseline", "test/acc")
+        if kd is not None and alone is not None:
+            gains.append(100 * (kd - alone))
+    if not gains:
+        return None
+    mean, std, n = _stats(gains)
+    return {"mean": mean, "std": std, "n": n, "wins": sum(g > 0 for g in gains)}
+
+
+def by_role(jobs: Iterable[Job]) -> list[dict[str, Any]]:
+    """Seed tables: per (setting, temperature, alpha), each role's test and val accuracy
+    (mean, std, count over seeds) and parameter counts, and the paired distilled − alone gain.
+
+    ``gain`` is the distilled minus the alone student's test accuracy of each job, in points
+    (mean, std, n) with ``wins``, the number of jobs where distillation did better.
+    """
+    groups: dict[tuple[str, float | None, float | None], list[Job]] = {}
+    for job in jobs:
+        if job.status == "ok":
+            groups.setdefault((job.setting, job.temperature, job.alpha), []).append(job)
+    tables = []
+    for setting, t, a in sorted(groups, key=lambda k: (k[0], _axis_key(k[1]), _axis_key(k[2]))):
+        members = sorted(groups[(setting, t, a)], key=lambda j: _axis_key(j.seed))
+        tables.append(
+            {
+                "setting": setting,
+                "temperature": t,
+                "alpha": a,
+                "seeds": [j.seed for j in members],
+                "n": len(members),
+                "roles": _role_rows(members),
+                "gain": _paired_gain(members),
+            }
+        )
+    return tables

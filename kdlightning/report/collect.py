@@ -1,0 +1,292 @@
+"""Find the job folders of a Hydra multirun and read each into a plain ``Job`` record.
+
+    from kdlightning.report import collect_jobs
+    for job in collect_jobs("logs/multiruns/<date>"):
+        print(job.num, job.temperature, job.alpha, job.seed, job.status, job.error)
+
+A job is read from ``.hydra/overrides.yaml``, ``.hydra/config.yaml`` and ``results.json`` or
+``failed.json``. Nothing a job leaves behind makes this raise: a garbled, missing or unreadable
+file, a non-numeric ``kd.temperature`` or a NaN accuracy turns into a status (``failed``,
+``unfinished``, ``unreadable``) and a reason in ``Job.error``, for the report to list.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+# The axes the report averages over (seed) or lays out (temperature x alpha).
+AXES = ("kd.temperature", "kd.alpha", "seed")
+# What the report reads of each role in results.json.
+METRICS = ("test/acc", "val/acc", "test/agreement", "params")
+ROLE_KEYS = ("teacher", "baseline", "distilled")
+
+
+@dataclass
+class Job:
+    """One job of a multirun as the report sees it: plain values only."""
+
+    num: int
+    dir: str
+    overrides: list[str]
+    temperature: float | None = None
+    alpha: float | None = None
+    seed: int | None = None
+    status: str = "unfinished"  # ok | failed | unfinished | unreadable | not started
+    # per role (teacher / baseline / distilled): the METRICS found in results.json
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    teacher_cached: bool | None = None
+    error: str = ""
+    # swept overrides other than T, alpha and seed ("student=cnn ..."): kept apart when grouping
+    setting: str = ""
+    # the job's logger.wandb project / entity / group; None when it did not log to W&B
+    wandb: dict[str, Any] | None = None
+
+    def metric(self, role: str, key: str) -> float | None:
+        """``results.json[role][key]`` of this job, or None."""
+        return self.metrics.get(role, {}).get(key)
+
+
+class Unreadable(Exception):
+    """A file of a job folder that is missing, cannot be read or holds something unexpected."""
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:  # ValueError: bad JSON or bad UTF-8
+        raise Unreadable(f"{path.name}: {type(err).__name__}: {err}") from err
+
+
+def _load_yaml(path: Path) -> DictConfig | ListConfig:
+    try:
+        return OmegaConf.load(path)
+    except Exception as err:  # yaml.YAMLError, OSError, UnicodeDecodeError, ...
+        raise Unreadable(f".hydra/{path.name}: {type(err).__name__}: {err}") from err
+
+
+def _select(cfg: DictConfig, key: str) -> Any:
+    # Only plain values are read: paths hold ${hydra:...} resolvers that fail outside a job.
+    try:
+        return OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+    except Exception:
+        return None
+
+
+def _axis_value(key: str, raw: Any) -> float | int | None:
+    """``raw`` (from a config or an override string) as the axis' number; ValueError if not."""
+    if raw is None:
+        return None
+    try:
+        if isinstance(raw, bool):
+            raise ValueError
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key}={raw!r} is not a number") from None
+    if not math.isfinite(value) or (key == "seed" and not value.is_integer()):
+        raise ValueError(f"{key}={raw!r} is not a valid {key}")
+    return int(value) if key == "seed" else value
+
+
+def override_pairs(overrides: Sequence[str]) -> dict[str, str]:
+    """``["+a.b=1", "c=x"]`` -> ``{"a.b": "1", "c": "x"}`` (``+``/``++``/``~`` prefixes dropped)."""
+    return dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
+
+
+def _set_axes(job: Job, *sources: Mapping[str, Any]) -> list[str]:
+    """Set T, alpha and seed from the first source that has each; returns the problems."""
+    problems, values = [], []
+    for key in AXES:
+        raw = next((s[key] for s in sources if s.get(key) is not None), None)
+        try:
+            values.append(_axis_value(key, raw))
+        except ValueError as err:
+            values.append(None)
+            problems.append(str(err))
+    job.temperature, job.alpha, job.seed = values
+    return problems
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _read_results(job: Job, path: Path) -> None:
+    """Fill ``job.metrics`` from results.json; Unreadable when a value is not a finite number."""
+    results = _load_json(path)
+    if not isinstance(results, dict):
+        raise Unreadable(f"results.json holds a {type(results).__name__}, not an object")
+    for role in ROLE_KEYS:
+        entry = results.get(role)
+        if entry is None:
+            continue
+        if not isinstance(entry, dict):
+            raise Unreadable(f"results.json: {role!r} is not an object")
+        found = {k: entry[k] for k in METRICS if k in entry}
+        bad = [f"{role} {k}={json.dumps(v, default=str)}" for k, v in found.items()
+               if not _is_number(v)]  # fmt: skip
+        # NaN or infinity (kdlightning.results writes them as null), text where a number belongs
+        if bad:
+            raise Unreadable("results.json: not a finite number: " + ", ".join(bad))
+        job.metrics[role] = found
+    cache = results.get("teacher", {}).get("cache")
+    if isinstance(cache, dict) and isinstance(cache.get("hit"), bool):
+        job.teacher_cached = cache["hit"]
+
+
+def _failure(path: Path) -> str:
+    """The reason a failed job left in failed.json (``error``, and ``signal`` when killed)."""
+    try:
+        payload = _load_json(path)
+    except Unreadable as err:
+        return f"(reason unknown: {err})"
+    if not isinstance(payload, dict):
+        return f"(reason unknown: failed.json holds a {type(payload).__name__})"
+    error = str(payload.get("error") or "").strip() or "(no error recorded)"
+    if payload.get("signal") is not None:
+        error += f" [signal {payload['signal']}]"
+    return error
+
+
+def _wandb_settings(cfg: DictConfig) -> dict[str, Any] | None:
+    if not _select(cfg, "logger.wandb"):
+        return None
+    # Key by key: save_dir holds ${hydra:...}, unresolvable outside a job.
+    return {k: _select(cfg, f"logger.wandb.{k}") for k in ("project", "entity", "group")}
+
+
+def read_job(job_dir: Path) -> Job:
+    """One job folder as a ``Job``; problems become its status and ``error``, never raise."""
+    num = int(job_dir.name) if job_dir.name.isdigit() else -1
+    job = Job(num=num, dir=job_dir.name, overrides=[])
+    problems: list[str] = []
+    try:
+        overrides = _load_yaml(job_dir / ".hydra" / "overrides.yaml")
+        if not isinstance(overrides, ListConfig):
+            raise Unreadable(".hydra/overrides.yaml is not a list of overrides")
+        job.overrides = [str(o) for o in overrides]
+    except Unreadable as err:
+        problems.append(str(err))
+    config: dict[str, Any] = {}
+    try:
+        cfg = _load_yaml(job_dir / ".hydra" / "config.yaml")
+        if not isinstance(cfg, DictConfig):
+            raise Unreadable(".hydra/config.yaml is not a mapping")
+        config = {key: _select(cfg, key) for key in AXES}
+        job.wandb = _wandb_settings(cfg)
+    except Unreadable as err:
+        problems.append(str(err))
+    problems += _set_axes(job, config, override_pairs(job.overrides))
+
+    results_path, failed_path = job_dir / "results.json", job_dir / "failed.json"
+    if results_path.exists():
+        try:
+            _read_results(job, results_path)
+            job.status = "ok"
+        except Unreadable as err:
+            job.metrics, job.teacher_cached = {}, None
+            job.status = "unreadable"
+            problems.insert(0, str(err))
+    if job.status != "ok" and failed_path.exists():
+        job.status = "failed"
+        problems.insert(0, _failure(failed_path))
+    if job.status == "ok" and problems:  # numbers we cannot place on the grid are not averaged
+        job.status = "unreadable"
+    job.error = "; ".join(problems)
+    return job
+
+
+def _safe_read_job(job_dir: Path) -> Job:
+    try:
+        return read_job(job_dir)
+    except Exception as err:  # a case read_job does not foresee: list the job, go on
+        log.warning("report: could not read %s: %r", job_dir, err)
+        num = int(job_dir.name) if job_dir.name.isdigit() else -1
+        return Job(num, job_dir.name, [], status="unreadable", error=f"{type(err).__name__}: {err}")
+
+
+def expected_overrides(sweep_dir: Path) -> list[list[str]] | None:
+    """Every job's overrides as Hydra's basic sweeper expands them from ``multirun.yaml``.
+
+    The one place that uses Hydra's private ``BasicSweeper`` (tests/test_report.py pins it on a
+    real multirun). None when the folder has no multirun.yaml, another sweeper made it or the
+    expansion fails: the report then lists the job folders that exist, without a grid.
+    """
+    path = sweep_dir / "multirun.yaml"
+    if not path.is_file():
+        return None
+    try:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        hydra_cfg = OmegaConf.load(path).hydra
+        target = hydra_cfg.sweeper.get("_target_") or "BasicSweeper"
+        if not str(target).endswith("BasicSweeper"):  # e.g. Optuna: no fixed grid to expand
+            return None
+        params = hydra_cfg.sweeper.get("params") or {}
+        args = [f"{k}={v}" for k, v in params.items()] + list(hydra_cfg.overrides.task)
+        parsed = OverridesParser.create().parse_overrides(args)
+        return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    except Exception as err:  # a Hydra upgrade, a grid it cannot expand, a garbled file
+        log.warning(
+            "report: cannot expand the sweep grid of %s (%r); listing job folders", path, err
+        )
+        return None
+
+
+def _is_job_dir(path: Path) -> bool:
+    # A job folder has Hydra's .hydra/; one that lost it still counts when it holds a result.
+    try:
+        return path.is_dir() and any(
+            (path / n).exists() for n in (".hydra", "results.json", "failed.json")
+        )
+    except OSError:  # a folder we may not look into: listed (as unreadable), not skipped
+        return True
+
+
+def _fill_settings(jobs: list[Job]) -> None:
+    # A third swept axis (say student=mlp,cnn or kd=dkd,dist) is not averaged with the seeds.
+    per_job = [dict(o.split("=", 1) for o in j.overrides if "=" in o) for j in jobs]
+    read = [p for p in per_job if p]  # a job with unreadable overrides varies nothing
+    keys = {k for p in read for k in p} - set(AXES)
+    varying = sorted(k for k in keys if len({p.get(k) for p in read}) > 1)
+    for job, pairs in zip(jobs, per_job, strict=True):
+        job.setting = " ".join(f"{k}={pairs.get(k, '')}" for k in varying)
+
+
+def collect_jobs(sweep_dir: str | Path) -> list[Job]:
+    """All jobs of the multirun in ``sweep_dir``, in job order: finished, failed, unfinished,
+    unreadable, and those of the grid in ``multirun.yaml`` that never started."""
+    sweep_dir = Path(sweep_dir)
+    job_dirs = sorted(
+        (p for p in sweep_dir.iterdir() if _is_job_dir(p)) if sweep_dir.is_dir() else [],
+        key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name),
+    )
+    jobs = [_safe_read_job(d) for d in job_dirs]
+    expected = expected_overrides(sweep_dir)
+    if expected:
+        seen = {tuple(sorted(j.overrides)) for j in jobs}
+        # A started job whose overrides.yaml is unreadable still holds its grid point.
+        blind = {j.num for j in jobs if not j.overrides}
+        for num, overrides in enumerate(expected):
+            if tuple(sorted(overrides)) not in seen and num not in blind:
+                job = Job(num=num, dir="", overrides=overrides, status="not started")
+                job.error = "; ".join(_set_axes(job, override_pairs(overrides)))
+                jobs.append(job)
+        jobs.sort(key=lambda j: j.num)
+    if not jobs:
+        raise FileNotFoundError(
+            f"no Hydra job folders (*/.hydra/config.yaml) in {str(sweep_dir)!r}; pass the "
+            "folder of a multirun, e.g. logs/multiruns/<date>"
+        )
+    _fill_settings(jobs)
+    return jobs

@@ -1,0 +1,98 @@
+"""Teacher logits computed once (kd.teacher_logits=cached): alignment, reuse, refusal, DDP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from conftest import FAST, compose, read_json, run_module
+
+from kdlightning import train
+from kdlightning.data import CIFAR10DataModule, DigitsDataModule
+from kdlightning.models import MLP, SmallCNN
+from kdlightning.module import DistillationModule
+from kdlightning.stages import compute_teacher_logits, teacher_logits_mode
+
+
+def test_stored_rows_are_the_teachers_outputs_in_sample_order() -> None:
+    dm = DigitsDataModule(seed=1, eval_batch_size=37)  # a batch size that does not divide
+    dm.setup()
+    teacher = SmallCNN(10, (1, 8, 8), channels=[4, 8], hidden=16, dropout=0.5)
+    logits = compute_teacher_logits(teacher, dm)
+    assert not teacher.training  # eval mode: dropout off, so outputs are deterministic
+    for split in ("train", "val", "test"):
+        x = getattr(dm, f"{split}_set").tensors[0]
+        with torch.no_grad():
+            assert torch.allclose(logits[split], teacher(x), atol=1e-5)
+
+
+def test_training_looks_up_the_right_rows_under_shuffling_drop_last_and_a_transfer_set(
+    tmp_path: Path,
+) -> None:
+    dm = DigitsDataModule(batch_size=48, num_labeled=40, seed=0)
+    dm.setup()
+    dm.set_train_mode("transfer")
+    teacher = SmallCNN(10, (1, 8, 8), channels=[4, 8], hidden=16, dropout=0.5)
+    logits = compute_teacher_logits(teacher, dm)
+    module = DistillationModule(teacher, MLP(10, (1, 8, 8), [16]), teacher_logits=logits,
+                                verify_cached=True)  # fmt: skip
+    trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(module, datamodule=dm)  # verify_cached raises on the first misaligned row
+    assert trainer.global_step == 2 * (len(dm.train_set) // 48)
+    # and the check does fire when rows are misaligned
+    shuffled = {k: v[torch.randperm(len(v))] for k, v in logits.items()}
+    bad = DistillationModule(teacher, MLP(10, (1, 8, 8), [16]), teacher_logits=shuffled,
+                             verify_cached=True)  # fmt: skip
+    with pytest.raises(RuntimeError, match="misaligned"):
+        L.Trainer(max_steps=1, logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, default_root_dir=tmp_path).fit(bad, datamodule=dm)  # fmt: skip
+
+
+def test_modes_auto_cached_online_and_the_refusal_under_augmentation(tmp_path: Path) -> None:
+    digits = DigitsDataModule()
+    cifar = CIFAR10DataModule(data_dir=str(tmp_path), augment=True)
+    plain_cifar = CIFAR10DataModule(data_dir=str(tmp_path), augment=False)
+    assert teacher_logits_mode(compose(["kd.teacher_logits=auto"]), digits) == "cached"
+    assert teacher_logits_mode(compose(["kd.teacher_logits=auto"]), cifar) == "online"
+    assert teacher_logits_mode(compose(["kd.teacher_logits=cached"]), plain_cifar) == "cached"
+    assert teacher_logits_mode(compose(["kd.teacher_logits=online"]), digits) == "online"
+    with pytest.raises(ValueError, match=r"randomly augmented.*kd.teacher_logits=online"):
+        teacher_logits_mode(compose(["kd.teacher_logits=cached"]), cifar)
+    with pytest.raises(ValueError, match=r"kd.teacher_logits='sometimes' is not one of"):
+        teacher_logits_mode(compose(["kd.teacher_logits=sometimes"]), digits)
+
+
+def _job(tmp_path: Path, name: str, *overrides: str) -> dict:
+    out = tmp_path / name
+    cfg = compose([*FAST, f"paths.log_dir={tmp_path / 'logs'}", "logger=none", *overrides], out)
+    return train.run(cfg, out)
+
+
+def test_cached_equals_online_and_a_sweep_reuses_the_stored_logits(tmp_path: Path) -> None:
+    online = _job(tmp_path, "online", "kd.teacher_logits=online")
+    first = _job(tmp_path, "cached", "kd.teacher_logits=cached")
+    second = _job(tmp_path, "cached_t2", "kd.teacher_logits=cached", "kd.temperature=2")
+    assert online["distilled"]["teacher_logits"] == {"mode": "online"}
+    info1, info2 = first["distilled"]["teacher_logits"], second["distilled"]["teacher_logits"]
+    assert info1["mode"] == "cached" and info1["cache"]["hit"] is False
+    assert info2["cache"]["hit"] is True and info2["cache"]["key"] == info1["cache"]["key"]
+    assert info1["seconds"] >= 0 and first["distilled"]["fit_seconds"] > 0
+    # the same teacher outputs, looked up instead of recomputed: the same student, step for step
+    for key in ("val/acc", "test/acc", "val/kd_loss", "test/teacher_acc"):
+        assert first["distilled"][key] == pytest.approx(online["distilled"][key], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_cached_logits_stay_aligned_on_two_ddp_processes(tmp_path: Path) -> None:
+    run_module(
+        "kdlightning.train", *FAST, "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
+        "trainer.precision=32-true", "kd.teacher_logits=cached", "kd.verify_cached_logits=true",
+        "data.num_labeled=60", "logger=none", "baseline=false",
+        f"hydra.run.dir={tmp_path / 'run'}", f"paths.log_dir={tmp_path}",
+    )  # fmt: skip
+    results = read_json(tmp_path / "run" / "results.json")
+    assert results["distilled"]["teacher_logits"]["mode"] == "cached"
+    assert results["summary"]["num_labeled"] == 60
