@@ -77,6 +77,15 @@ class _SupervisedModule(L.LightningModule):
             num_classes=self.num_classes, average="micro", ignore_index=UNLABELED
         )
 
+    # The global random state (dropout masks, ...) travels with the checkpoint, so that a run
+    # resumed from last.ckpt continues exactly as the uninterrupted run would have.
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["kdl_rng_state"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "kdl_rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["kdl_rng_state"])
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # Stop at the first non-finite loss: every later step would only train on garbage, and
         # the job would report chance accuracy as a result.
@@ -309,11 +318,13 @@ class DistillationModule(_SupervisedModule):
 
     # --- checkpoints hold the student only -----------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith("teacher.")]:
             del state[key]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         # Lightning calls this before load_state_dict: put the live teacher's tensors back so
         # strict loading still checks every student key.
         state = checkpoint["state_dict"]

@@ -4,6 +4,7 @@
     comparison.md    the side-by-side table the job prints
     student.pt       the distilled student's state dict (``torch.load(..., weights_only=True)``)
     failed.json      why the job stopped (error, signal, traceback), for the sweep report
+    <stage>/result/  a finished stage's weights and metrics (checksummed), what resume=true reads
 
 Every file is written to a temporary name and renamed into place, so a killed job never leaves
 a half-written file that looks valid.
@@ -15,13 +16,14 @@ import json
 import math
 import os
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from kdlightning.cache import DamagedEntry, load_entry, store_entry
 from kdlightning.compare import comparison_table, ratios
 
 RESULTS = "results.json"
@@ -84,3 +86,42 @@ def mark_failed(output_dir: Path, err: BaseException, signal_name: str | None = 
         "traceback": "".join(traceback.format_exception(err)),
     }
     write_json(output_dir / FAILED, payload)
+
+
+def save_stage(output_dir: Path, stage: str, model: nn.Module, metrics: dict[str, Any]) -> None:
+    """Keep a finished stage's weights and metrics in ``<stage>/result`` for ``resume=true``."""
+    entry = output_dir / stage / "result"
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    if entry.exists():  # a resumed job re-saves what it read back: keep the first write
+        return
+    store_entry(entry, model.state_dict(), finite(metrics), {"stage": stage})
+
+
+def load_stage(
+    output_dir: Path, stage: str, build: Callable[[], nn.Module]
+) -> tuple[nn.Module, dict[str, Any]] | None:
+    """A stage :func:`save_stage` kept, rebuilt with ``build()``; ``None`` if there is none."""
+    entry = output_dir / stage / "result"
+    if not entry.is_dir():
+        return None
+    try:
+        tensors, metrics, _ = load_entry(entry)
+        model = build()
+        model.load_state_dict(tensors, strict=True)
+    except (DamagedEntry, RuntimeError) as err:
+        raise DamagedEntry(
+            f"cannot resume: the saved {stage} stage in {entry} is damaged ({err}); delete that "
+            "folder to run the stage again"
+        ) from err
+    return model, metrics
+
+
+def earlier_work(output_dir: Path) -> list[str]:
+    """Files of an earlier run in ``output_dir`` that a new run would overwrite."""
+    found = [RESULTS] if (output_dir / RESULTS).is_file() else []
+    found += sorted(
+        str(p.relative_to(output_dir))
+        for pattern in ("*/result", "*/checkpoints/*.ckpt")
+        for p in output_dir.glob(pattern)
+    )
+    return found

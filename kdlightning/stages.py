@@ -50,6 +50,12 @@ class Job:
     cache: StageCache
     trainers: list[L.Trainer] = field(default_factory=list)  # DDP clean-up waits for these
     teacher: nn.Module | None = None
+    resume: bool = False  # continue interrupted stages from their last.ckpt
+
+    def last_checkpoint(self, stage: str) -> str | None:
+        """``<stage>/checkpoints/last.ckpt`` when resuming and it exists, else ``None``."""
+        last = self.out / stage / "checkpoints" / "last.ckpt"
+        return str(last) if self.resume and last.is_file() else None
 
     def trainer(self, stage: str) -> L.Trainer:
         trainer = make_trainer(self.cfg, stage, self.out)
@@ -61,14 +67,22 @@ class Job:
 
 
 # --- evaluation ---------------------------------------------------------------------------------
-def fit_and_test(trainer: L.Trainer, module: L.LightningModule, dm: L.LightningDataModule) -> dict:
-    """Fit, then validate and test the best checkpoint; ``split/name`` metrics + ``fit_seconds``.
+def fit_and_test(
+    trainer: L.Trainer,
+    module: L.LightningModule,
+    dm: L.LightningDataModule,
+    resume_from: str | None = None,
+) -> dict:
+    """Fit (continuing from ``resume_from``, a last.ckpt, if given), then validate and test the
+    best checkpoint; ``split/name`` metrics and ``fit_seconds``.
 
     The best checkpoint is chosen on validation accuracy by the checkpoint callback; the test
     set is touched once, after training, by that checkpoint only.
     """
+    if resume_from:
+        log.info("Resuming %s from %s", Path(trainer.default_root_dir).name, resume_from)
     start = time.perf_counter()
-    trainer.fit(module, datamodule=dm)
+    trainer.fit(module, datamodule=dm, ckpt_path=resume_from, weights_only=True)
     fit_seconds = time.perf_counter() - start
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     metrics = evaluate(trainer, module, dm, ckpt_path=best)
@@ -138,7 +152,7 @@ def teacher_stage(job: Job) -> StageResult:
         metrics = evaluate(trainer, module, dm)
     else:
         log.info("Training the teacher")
-        metrics = fit_and_test(trainer, module, dm)
+        metrics = fit_and_test(trainer, module, dm, job.last_checkpoint("teacher"))
     metrics["teacher/val_acc"] = float(metrics["val/acc"])
     for logger in trainer.loggers:
         logger.log_metrics({"teacher/val_acc": metrics["val/acc"]}, step=trainer.global_step)
@@ -157,7 +171,7 @@ def baseline_stage(job: Job) -> StageResult:
         student, num_classes=job.dm.num_classes, **optimizer_factories(job.cfg)
     )
     job.dm.set_train_mode("labeled")
-    metrics = fit_and_test(job.trainer("baseline"), module, job.dm)
+    metrics = fit_and_test(job.trainer("baseline"), module, job.dm, job.last_checkpoint("baseline"))
     warn_if_near_chance("student", metrics, job.dm.num_classes)
     return student, metrics
 
@@ -231,6 +245,6 @@ def distill_stage(job: Job) -> StageResult:
         **optimizer_factories(cfg),
     )  # fmt: skip
     dm.set_train_mode("transfer")
-    metrics = fit_and_test(job.trainer("distilled"), module, dm)
+    metrics = fit_and_test(job.trainer("distilled"), module, dm, job.last_checkpoint("distilled"))
     warn_if_near_chance("student", metrics, dm.num_classes)
     return student, {**metrics, "teacher_logits": logits_info}

@@ -6,6 +6,7 @@
     python -m kdlightning.train data.num_labeled=100             # distill on unlabeled data
     python -m kdlightning.train cache.enabled=false              # retrain a cached teacher
     python -m kdlightning.train task=classify                    # train the teacher only
+    python -m kdlightning.train resume=true hydra.run.dir=DIR    # continue a killed job
     python -m kdlightning.train -m kd.temperature=1,2,4,8        # a Hydra multirun sweep
     python -m kdlightning.train -m +sweep=temperature_alpha seed=0,1,2   # T x alpha x seeds
     python -m kdlightning.report logs/distill/multiruns/<date>   # the sweep's report
@@ -19,6 +20,7 @@ accuracy (the teacher's for ``task=classify``), the value a Hydra sweeper optimi
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import warnings
@@ -78,11 +80,17 @@ def run(cfg: DictConfig, output_dir: Path, trainers: list | None = None) -> dict
     """
     task = check_task(cfg.get("task", "distill"))
     check_config(cfg)
+    resume = bool(cfg.get("resume", False))
     output_dir.mkdir(parents=True, exist_ok=True)
-    with StageCache(cfg, output_dir) as cache:
-        job = Job(
-            cfg, instantiate(cfg.data), output_dir, cache, [] if trainers is None else trainers
+    earlier = results_io.earlier_work(output_dir) if is_global_zero() else []
+    if earlier and not resume:
+        raise FileExistsError(
+            f"{output_dir} already holds a run ({', '.join(earlier[:4])}); pass resume=true to "
+            "continue it, or choose another hydra.run.dir (nothing was overwritten)"
         )
+    with StageCache(cfg, output_dir) as cache:
+        dm = instantiate(cfg.data)
+        job = Job(cfg, dm, output_dir, cache, [] if trainers is None else trainers, resume=resume)
         stages = {"teacher": teacher_stage}
         if task == "distill":
             if cfg.get("baseline", True):
@@ -91,7 +99,13 @@ def run(cfg: DictConfig, output_dir: Path, trainers: list | None = None) -> dict
         models, results = {}, {}
         for name, stage in stages.items():
             role = "teacher" if name == "teacher" else "student"
-            model, metrics = cache.stage(name, lambda s=stage: s(job), lambda r=role: job.build(r))
+            build = functools.partial(job.build, role)
+            done = results_io.load_stage(output_dir, name, build) if resume else None
+            if done is not None:
+                log.info("Resuming: the %s stage had finished; read back from %s", name, name)
+            model, metrics = done or cache.stage(name, functools.partial(stage, job), build)
+            if is_global_zero():
+                results_io.save_stage(output_dir, name, model, metrics)
             if name == "teacher":
                 job.teacher = model
             models[name] = model

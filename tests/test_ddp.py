@@ -151,4 +151,5 @@ def test_torchrun_two_processes_share_the_given_run_dir(tmp_path: Path) -> None:
     results = read_json(run_dir / "results.json")
     # the teacher learned (10 classes: chance is 0.1), on the two ranks together
     assert results["teacher"]["val/acc"] > 0.2, results["teacher"]
-    assert results["distilled"]["test/teacher_acc"] == results["teacher"]["test/acc"]
+    teacher_acc = results["distilled"]["test/teacher_acc"]  # from the cached logits, by index
+    assert teacher_acc == pytest.approx(results["teacher"]["test/acc"], abs=1e-6)

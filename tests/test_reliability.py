@@ -118,3 +118,34 @@ def test_loading_a_malicious_teacher_checkpoint_runs_nothing(tmp_path: Path) -> 
     with pytest.raises(ValueError, match="holds more than tensors and plain values"):
         train.run(cfg, tmp_path / "run")
     assert not marker.exists()
+
+
+RESUMABLE = ["teacher=mlp", "teacher.model.hidden_sizes=[64]", "trainer.max_epochs=5",
+             "data.batch_size=8", "cache.enabled=false", "trainer.enable_progress_bar=false"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sigkill_mid_stage_then_resume_ends_like_an_uninterrupted_run(tmp_path: Path) -> None:
+    ref_dir = tmp_path / "ref"
+    reference = train.run(
+        compose([*RESUMABLE, "logger=none", f"paths.log_dir={tmp_path}"], ref_dir), ref_dir
+    )
+    proc = _start(tmp_path, *RESUMABLE)
+    _wait_for(tmp_path / "run" / "distilled" / "checkpoints" / "last.ckpt", proc)
+    time.sleep(0.5)  # into the next epoch
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert not (tmp_path / "run" / "results.json").exists()
+    # without resume=true the killed run's work is never overwritten
+    again = _start(tmp_path, *RESUMABLE)
+    out = again.communicate(timeout=240)[0]
+    assert again.returncode != 0 and "pass resume=true to continue it" in out
+    resumed = _start(tmp_path, *RESUMABLE, "resume=true")
+    out = resumed.communicate(timeout=240)[0]
+    assert resumed.returncode == 0, out[-3000:]
+    assert "the teacher stage had finished" in out and "Resuming distilled from" in out
+    results = read_json(tmp_path / "run" / "results.json")
+    # deterministic CPU run; the order of batches and the random state travel with last.ckpt
+    for stage in ("teacher", "baseline", "distilled"):
+        for key in ("val/acc", "test/acc", "test/loss"):
+            assert results[stage][key] == pytest.approx(reference[stage][key], abs=1e-6), (stage, key)

@@ -26,7 +26,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, TensorDataset
 
 #: Target of a training sample whose label is withheld (``num_labeled``); losses ignore it.
 UNLABELED = -1
@@ -55,6 +55,27 @@ class IndexedTensors(Dataset):
     def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
         idx = torch.as_tensor(indices, dtype=torch.long)
         return self.inputs[idx], self.targets[idx], self.positions[idx]
+
+
+class EpochShuffler(Sampler[int]):
+    """A random order that depends on (seed, epoch) only, like ``DistributedSampler``'s.
+
+    ``RandomSampler`` draws from the global generator, so a run resumed from a checkpoint would
+    see other batches than the run it continues; Lightning calls ``set_epoch`` on this one.
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
 
 
 class ExactDistributedSampler(DistributedSampler):
@@ -226,13 +247,14 @@ class ClassificationDataModule(L.LightningDataModule):
         ``shard=False`` serves the whole set on every rank.
         """
         trainer = getattr(self, "trainer", None)
-        sampler = None
-        if shard and not train and trainer is not None and trainer.world_size > 1:
+        sampler: Sampler[int] | None = None
+        if train:
+            sampler = EpochShuffler(len(dataset), int(getattr(self, "seed", 0)))  # type: ignore[arg-type]
+        elif shard and trainer is not None and trainer.world_size > 1:
             sampler = ExactDistributedSampler(dataset, trainer.world_size, trainer.global_rank)
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
             sampler=sampler,
             # Drop a ragged last batch only when training: tiny last batches make BatchNorm noisy.
             drop_last=train and len(dataset) > self.batch_size,  # type: ignore[arg-type]
