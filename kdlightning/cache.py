@@ -304,7 +304,7 @@ class StageCache:
     @contextmanager
     def _lock(self, entry: Path, kind: str) -> Iterator[None]:
         lock = FileLock(str(entry) + ".lock")
-        start, step = time.monotonic(), 5.0
+        start, step = time.monotonic(), min(5.0, self.lock_timeout_s)
         while True:
             try:
                 lock.acquire(timeout=step)

@@ -39,6 +39,7 @@ from kdlightning.cache import StageCache
 from kdlightning.distributed import is_global_zero, job_scope, relaunch_safe
 from kdlightning.interrupts import Interrupted, on_signals, signal_of
 from kdlightning.measure import measure_model
+from kdlightning.resolvers import register_resolvers
 from kdlightning.stages import Job, baseline_stage, distill_stage, teacher_stage
 from kdlightning.validate import check_config
 
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training")
 
 TASKS = ("distill", "classify")
+
+register_resolvers()  # conf/hydra/default.yaml names run dirs with ${kdl.run_id:}
 
 
 def _config_dir() -> str:

@@ -15,7 +15,7 @@ import math
 from typing import Any
 
 from hydra.utils import get_method
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from kdlightning.losses import check_alpha, check_temperature
 
@@ -28,8 +28,6 @@ class ConfigError(ValueError):
 
 
 def _number(cfg: DictConfig, key: str, kind: type, low: float | None = None) -> Any:
-    from omegaconf import OmegaConf
-
     value = OmegaConf.select(cfg, key, default=None)
     if value is None:
         return None
@@ -77,6 +75,13 @@ def check_model_keys(cfg: DictConfig, role: str) -> None:
 
 def check_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first value that cannot work."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(
+            f"{', '.join(missing)} must be set (the config leaves it as ???), e.g. "
+            f"{missing[0]}=<value> on the command line"
+            + (" (the folder holding train/ and val/)" if missing[0] == "data.root" else "")
+        )
     _number(cfg, "seed", int)
     if cfg.get("task", "distill") == "distill":
         for key, check in (("kd.temperature", check_temperature), ("kd.alpha", check_alpha)):
