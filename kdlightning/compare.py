@@ -30,10 +30,28 @@ def ratios(results: Mapping[str, Mapping[str, Any]], role: str) -> tuple[float, 
     return teacher["params"] / model["params"], teacher["latency_ms"] / model["latency_ms"]
 
 
+def comparison_title(results: Mapping[str, Any]) -> str:
+    """One line saying what the table compares: the KD settings and which labels each model had."""
+    s = results.get("summary", {})
+    if s.get("task") == "classify":
+        return "The teacher trained alone on hard labels (task=classify)"
+    setting = (
+        f"T={s.get('temperature', '?'):g}, alpha={s.get('alpha', '?'):g}, seed {s.get('seed')}"
+    )
+    if s.get("num_labeled") is None:
+        return f"Distillation with every training label ({setting})"
+    return (
+        f"Distillation on a transfer set ({setting}): the student alone learns from "
+        f"{s['num_labeled']} labeled training images; the distilled student from the same labels "
+        "plus the teacher's outputs on every training image, labeled or not; the teacher had "
+        "every label"
+    )
+
+
 def comparison_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     """Markdown table of accuracy, size and latency for each model present in ``results``."""
     headers = ["model", "test acc", "val acc", "params", "size (KiB)", "latency (ms)",
-               "compression", "speed-up"]  # fmt: skip
+               "compression", "speed-up", "fit (s)"]  # fmt: skip
     rows = []
     for key, label in ROLES:
         if key not in results:
@@ -51,6 +69,7 @@ def comparison_table(results: Mapping[str, Mapping[str, Any]]) -> str:
                 f"{r['latency_ms']:.3f}",
                 f"{compression:.1f}x",
                 f"{speedup:.1f}x",
+                "-" if r.get("fit_seconds") is None else f"{r['fit_seconds']:.1f}",
             ]
         )
     return markdown_table(headers, rows)

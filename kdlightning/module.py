@@ -73,8 +73,13 @@ class _SupervisedModule(L.LightningModule):
 
     def _accuracy(self) -> MulticlassAccuracy:
         # ignore_index: transfer-set samples without a label (kdlightning.data.base.UNLABELED)
+        # validate_args=False: the per-call input checks cost more than a small student's step;
+        # the inputs are the module's own logits and the data module's targets.
         return MulticlassAccuracy(
-            num_classes=self.num_classes, average="micro", ignore_index=UNLABELED
+            num_classes=self.num_classes,
+            average="micro",
+            ignore_index=UNLABELED,
+            validate_args=False,
         )
 
     # The global random state (dropout masks, ...) travels with the checkpoint, so that a run
@@ -287,10 +292,15 @@ class DistillationModule(_SupervisedModule):
         s_logits = self.student(x)
         terms = distillation_terms(s_logits, t_logits, y, self.temperature, self.alpha)
         # sync_dist: averaged over DDP ranks like the metric objects (a no-op on one process)
-        log = functools.partial(self.log, on_step=True, on_epoch=True, sync_dist=True)
-        log("train/loss", terms.loss, prog_bar=True)
-        log("train/kd_loss", terms.kd)
-        log("train/ce_loss", terms.ce)
+        self.log(
+            "train/loss", terms.loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True
+        )
+        self.log_dict(
+            {"train/kd_loss": terms.kd, "train/ce_loss": terms.ce},
+            on_step=True,
+            on_epoch=True,
+            sync_dist=True,
+        )
         self.train_acc(s_logits, y)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return terms.loss

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from kdlightning.cache import DamagedEntry, load_entry, store_entry
-from kdlightning.compare import comparison_table, ratios
+from kdlightning.compare import comparison_table, comparison_title, ratios
 
 RESULTS = "results.json"
 FAILED = "failed.json"
@@ -64,7 +64,7 @@ def write_job(
         torch.save(model.state_dict(), tmp)
         os.replace(tmp, output_dir / name)
     write_json(output_dir / RESULTS, results)
-    table = comparison_table(results)
+    table = f"{comparison_title(results)}\n\n{comparison_table(results)}"
     atomic_write(output_dir / "comparison.md", table + "\n")
     return table
 

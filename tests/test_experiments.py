@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import FAST, REPO_ROOT, read_json, run_module
+from conftest import REPO_ROOT, run_job
 from fake_files import write_cifar, write_idx_dataset
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -110,45 +110,46 @@ def test_cpu_experiments_compose() -> None:
     assert composed().task == "distill"
 
 
+# The runs below need no separate process: each composes experiment=... in-process, exactly
+# as the command line would, and runs the job with kdlightning.train.run (tests/conftest.py).
 @pytest.mark.slow
-def test_cifar100_experiments_run_a_few_steps_on_fake_pickles(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", sorted(CIFAR_EXPERIMENTS))
+def test_cifar100_experiments_run_a_few_steps_on_fake_pickles(tmp_path: Path, name: str) -> None:
     write_cifar(tmp_path / "data", "cifar-100", n_train=40, n_test=8)
-    run_module(
-        "kdlightning.train", "-m",
-        "experiment=" + ",".join(sorted(CIFAR_EXPERIMENTS)),
-        "data=cifar100",  # so that the multirun's base config already has the data.* keys
-        *FAST, "baseline=false", "trainer.accelerator=cpu", "trainer.max_epochs=1",
-        "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+    results, _ = run_job(
+        tmp_path, f"experiment={name}", "baseline=false", "trainer.accelerator=cpu",
+        "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
         "trainer.limit_test_batches=1", "data.batch_size=4", "data.val_size=8",
         "data.num_workers=0", "data.pin_memory=false", "data.check_md5=false",
         f"data.data_dir={tmp_path / 'data'}", "benchmark.batch_size=2", "benchmark.repeats=1",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
     )  # fmt: skip
-    for job in ("0", "1"):
-        results = read_json(tmp_path / "sweep" / job / "results.json")
-        assert {"teacher", "distilled", "summary"} <= set(results)
-        assert results["teacher"]["params"] > results["distilled"]["params"]
+    assert {"teacher", "distilled", "summary"} <= set(results)
+    assert "baseline" not in results
+    assert results["teacher"]["params"] > results["distilled"]["params"]
+    # CIFAR augments its training images: the teacher must run on every batch, not be cached
+    assert results["distilled"]["teacher_logits"]["mode"] == "online"
 
 
 @pytest.mark.slow
 def test_fashion_mnist_experiment_runs_on_idx_files_without_download(tmp_path: Path) -> None:
     debian = tmp_path / "debian"
     write_idx_dataset(debian, n_train=120, n_test=20)
-    run_module(
-        "kdlightning.train", "experiment=fashion_mnist", *FAST, "data.val_size=20",
-        "data.batch_size=16", f"data.data_dir={tmp_path / 'data'}", f"data.system_dir={debian}",
-        f"hydra.run.dir={tmp_path / 'run'}",
+    results, _ = run_job(
+        tmp_path, "experiment=fashion_mnist", "data.val_size=20", "data.batch_size=16",
+        f"data.data_dir={tmp_path / 'data'}", f"data.system_dir={debian}",
     )  # fmt: skip
-    results = read_json(tmp_path / "run" / "results.json")
     assert {"teacher", "baseline", "distilled"} <= set(results)
     assert (tmp_path / "data" / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").is_file()
+    # the experiment's student: one hidden layer of 16 units on 28x28 inputs, 10 classes
+    assert results["distilled"]["params"] == 28 * 28 * 16 + 16 + 16 * 10 + 10
 
 
 @pytest.mark.slow
 def test_mnist1d_experiment_runs(tmp_path: Path) -> None:
-    run_module(
-        "kdlightning.train", "experiment=mnist1d", *FAST, "data.num_samples=400",
-        "data.val_size=40", f"hydra.run.dir={tmp_path / 'run'}",
-    )  # fmt: skip
-    results = read_json(tmp_path / "run" / "results.json")
-    assert results["teacher"]["test/acc"] >= 0.0 and "teacher/val_acc" in results["teacher"]
+    results, _ = run_job(tmp_path, "experiment=mnist1d", "data.num_samples=400", "data.val_size=40")
+    teacher, distilled = results["teacher"], results["distilled"]
+    assert teacher["teacher/val_acc"] == teacher["val/acc"]
+    assert teacher["params"] > distilled["params"]
+    # the 1-D teacher's logits, cached and looked up by sample index, are the teacher's own
+    assert distilled["teacher_logits"]["mode"] == "cached"
+    assert distilled["test/teacher_acc"] == pytest.approx(teacher["test/acc"], abs=1e-6)

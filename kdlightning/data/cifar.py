@@ -9,14 +9,18 @@ Training images: RandomCrop(32, padding=4), RandomHorizontalFlip, per-channel no
 Validation (carved from the training set) and test images: normalization only. The python
 pickles are expected in ``<data_dir>/cifar-10-batches-py`` / ``<data_dir>/cifar-100-python``;
 ``download=True`` lets torchvision fetch them. ``check_md5=False`` skips torchvision's checksum
-test of the files (for re-packed or synthetic pickles); the format is read the same way.
+test of the files (for re-packed or synthetic pickles); the format is read the same way. A file
+torchvision cannot read (missing, truncated, garbled) stops the job with its name and the fix.
 """
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
+import numpy as np
 from torchvision import datasets, transforms
+from torchvision.datasets.utils import check_integrity
 
 from kdlightning.data.base import ClassificationDataModule
 from kdlightning.data.splits import split_with_transforms
@@ -33,6 +37,41 @@ def _without_md5(cls: type[datasets.CIFAR10]) -> type[datasets.CIFAR10]:
             "meta": {**cls.meta, "md5": None},
         },
     )
+
+
+def pickle_problem(
+    path: Path, meta_key: str | None = None, num_classes: int | None = None
+) -> str | None:
+    """Why torchvision could not use the CIFAR pickle at ``path``; ``None`` when it could.
+
+    A batch must hold ``data`` (rows of 3x32x32 bytes) and as many labels, each below
+    ``num_classes`` if given; the meta file (``meta_key`` given) the list of class names.
+    """
+    if not path.is_file():
+        return "missing"
+    try:
+        with open(path, "rb") as f:
+            # The data set's official format, read exactly as torchvision reads it.
+            entry = pickle.load(f, encoding="latin1")
+    except Exception as err:  # truncated: EOFError; garbled: UnpicklingError and many more
+        return f"cannot be unpickled ({type(err).__name__}: {err})"
+    if not isinstance(entry, dict):
+        return f"holds a {type(entry).__name__}, not a dict"
+    if meta_key is not None:
+        return None if meta_key in entry else f"no {meta_key!r} entry"
+    key = "labels" if "labels" in entry else "fine_labels"  # torchvision's choice
+    if "data" not in entry or key not in entry:
+        return f"no 'data' and {key!r} entries (keys: {sorted(map(str, entry))})"
+    data, labels = np.asarray(entry["data"]), np.asarray(entry[key])
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        return f"data of shape {data.shape}, expected (n, 3072)"
+    if labels.shape != (len(data),):
+        return f"{labels.size} labels for {len(data)} images"
+    if num_classes is None or not len(labels):
+        return None
+    if labels.min() < 0 or labels.max() >= num_classes:
+        return f"labels from {labels.min()} to {labels.max()}, expected 0..{num_classes - 1}"
+    return None
 
 
 class _CIFARDataModule(ClassificationDataModule):
@@ -72,17 +111,77 @@ class _CIFARDataModule(ClassificationDataModule):
         aug = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()]
         return transforms.Compose(aug + norm)
 
+    def _files(self, train: bool) -> list[tuple[Path, str | None]]:
+        """(path, official MD5) of the batch files of one split, then of the meta file."""
+        folder = self.data_dir / self.dataset_cls.base_folder
+        listed = self.dataset_cls.train_list if train else self.dataset_cls.test_list
+        meta = self.dataset_cls.meta
+        return [(folder / name, md5) for name, md5 in listed] + [
+            (folder / meta["filename"], meta["md5"])
+        ]
+
+    def _unreadable(self, train: bool) -> list[str]:
+        """``path: problem`` for each file of a split that torchvision could not use."""
+        meta = self.dataset_cls.meta
+        found = []
+        for path, _ in self._files(train):
+            is_meta = path.name == meta["filename"]
+            why = pickle_problem(path, meta["key"] if is_meta else None, self.num_classes)
+            if why is not None:
+                found.append(f"{path}: {why}")
+        return found
+
     def _dataset(self, train: bool) -> datasets.CIFAR10:
         cls = self.dataset_cls if self.check_md5 else _without_md5(self.dataset_cls)
+        folder = self.data_dir / self.dataset_cls.base_folder
+        fix = (
+            f"To fix: extract {self.dataset_cls.filename} into {self.data_dir} again "
+            f"(tar -xzf {self.dataset_cls.filename} -C {self.data_dir}), or delete {folder} and "
+            "set data.download=true."
+        )
         try:
-            return cls(str(self.data_dir), train=train, download=self.download)
+            dataset = cls(str(self.data_dir), train=train, download=self.download)
         except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
-            folder = self.data_dir / self.dataset_cls.base_folder
+            missing = [p.name for p, _ in self._files(train) if not p.is_file()]
+            # torchvision does not say which file failed; only on failure, find out.
+            differ = [
+                p.name
+                for p, md5 in self._files(train)
+                if self.check_md5 and p.is_file() and not check_integrity(str(p), md5)
+            ]
+            details = []
+            if missing:
+                details.append(f"missing: {', '.join(missing)}")
+            if differ:
+                details.append(
+                    f"MD5 differs from the official file's: {', '.join(differ)} (truncated or "
+                    "damaged; for re-packed or synthetic files set data.check_md5=false)"
+                )
             raise FileNotFoundError(
                 f"{self.dataset_cls.__name__} python pickles not found or corrupted in {folder} "
-                f"({err}). Extract {self.dataset_cls.filename} into {self.data_dir} "
-                "(data.data_dir), or set data.download=true."
+                f"({'; '.join(details) or err}). Extract {self.dataset_cls.filename} into "
+                f"{self.data_dir} (data.data_dir), or set data.download=true."
             ) from err
+        except Exception as err:  # an unpickling error, from torchvision's reading loop
+            unreadable = self._unreadable(train)
+            if not unreadable:
+                raise
+            raise ValueError(
+                f"{self.dataset_cls.__name__} files that cannot be read (truncated or "
+                f"damaged): {'; '.join(unreadable)}. {fix}"
+            ) from err
+        # torchvision checks neither that every image has a label nor the labels' range, and
+        # a label out of range would only fail in the loss, mid-training.
+        targets = np.asarray(dataset.targets)
+        if len(targets) != len(dataset.data) or (
+            len(targets) and (targets.min() < 0 or targets.max() >= self.num_classes)
+        ):
+            unreadable = self._unreadable(train) or [f"{folder}: labels do not match the images"]
+            raise ValueError(
+                f"{self.dataset_cls.__name__} files that cannot be used (damaged): "
+                f"{'; '.join(unreadable)}. {fix}"
+            )
+        return dataset
 
     def prepare_data(self) -> None:
         if self.download:  # the only network access, on one process

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Every result table in README.md and docs/results.md, regenerated on this machine:
+#   nohup benchmarks/run_results.sh [default|sweep|fashion|mnist1d ...] > logs/results.log 2>&1 &
+# Each part prints its wall time and writes report_by_role.md (teacher / student alone /
+# distilled: mean ± std over seeds, the gain paired per seed) into its multirun folder.
+# OMP_NUM_THREADS=1: on a small shared machine, two OpenMP threads per process made small
+# layers ~20x slower (threads spin-waiting for a busy core); one thread per process is faster.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=1
+PY=${PYTHON:-python}
+LOGS=${LOGS:-logs/results}
+parts=("${@:-default sweep fashion mnist1d}")
+timed() {  # timed NAME CMD...: run, print the wall time
+  local name=$1 start; shift; start=$(date +%s)
+  "$@"
+  echo "WALL $name: $(( $(date +%s) - start )) s"
+}
+for part in ${parts[*]}; do
+  case $part in
+  default)  # the default job (python -m kdlightning.train) over seeds 0, 1, 2
+    timed default $PY -m kdlightning.train -m seed=0,1,2 "paths.log_dir=$LOGS/default" \
+      "hydra.sweep.dir=$LOGS/default/sweep"
+    $PY -m kdlightning.report "$LOGS/default/sweep" --by-role ;;
+  sweep)  # a 12-job T x alpha sweep, teacher logits online vs cached (teacher and baseline
+    # trained once beforehand by a warm-up job, so both sweeps only distill)
+    $PY -m kdlightning.train "paths.log_dir=$LOGS/sweep" "hydra.run.dir=$LOGS/sweep/warmup"
+    for mode in online cached; do
+      timed "sweep_$mode" $PY -m kdlightning.train -m +sweep=temperature_alpha \
+        "kd.teacher_logits=$mode" "paths.log_dir=$LOGS/sweep" "hydra.sweep.dir=$LOGS/sweep/$mode"
+      $PY -m kdlightning.report "$LOGS/sweep/$mode"
+    done ;;
+  fashion)  # Fashion-MNIST: one teacher, then 3 seeds x (every label, 1000 labels)
+    [ -f "$LOGS/fashion/teacher/results.json" ] || timed fashion_teacher \
+      $PY -m kdlightning.train experiment=fashion_mnist task=classify trainer.max_epochs=15 \
+      "paths.log_dir=$LOGS/fashion" "hydra.run.dir=$LOGS/fashion/teacher"
+    timed fashion_students $PY -m kdlightning.train -m experiment=fashion_mnist seed=0,1,2 \
+      data.num_labeled=null,1000 "paths.log_dir=$LOGS/fashion" \
+      "teacher.checkpoint=$LOGS/fashion/teacher/teacher/checkpoints/best.ckpt" \
+      "hydra.sweep.dir=$LOGS/fashion/students"
+    $PY -m kdlightning.report "$LOGS/fashion/students" --by-role ;;
+  mnist1d)
+    timed mnist1d $PY -m kdlightning.train -m experiment=mnist1d seed=0,1,2 \
+      "paths.log_dir=$LOGS/mnist1d" "hydra.sweep.dir=$LOGS/mnist1d/sweep"
+    $PY -m kdlightning.report "$LOGS/mnist1d/sweep" --by-role ;;
+  *) echo "unknown part $part (default, sweep, fashion, mnist1d)"; exit 2 ;;
+  esac
+done
