@@ -55,26 +55,49 @@ def _only(paths: list[Path]) -> Path:
     return paths[0]
 
 
-def test_ddp_two_processes_match_one_process(tmp_path: Path) -> None:
-    # The reference runs in this process: only the DDP run needs the command line.
-    _, one = run_job(tmp_path, *EQUAL, f"data.batch_size={TRAIN_SIZE}", name="one")
-    two = tmp_path / "two"
-    run_module(
-        "kdlightning.train",
-        *EQUAL,
-        *DDP_CPU,
-        f"data.batch_size={TRAIN_SIZE // 2}",
-        f"hydra.run.dir={two}",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        timeout=TIMEOUT,
-    )
-    # Rank 0 alone wrote the outputs, once, into the one run directory; rank 1 logged there.
-    assert _only(sorted(two.rglob("results.json"))) == two / "results.json"
-    assert _only(sorted(two.rglob("student.pt"))) == two / "student.pt"
-    _only(sorted((two / "distilled").rglob("*.ckpt")))
-    assert (two / "train_rank1.log").is_file()
-    assert not list(tmp_path.rglob("runs")), "a process made its own timestamped run dir"
+def test_ddp_multirun_runs_each_job_once_and_matches_one_process(tmp_path: Path) -> None:
+    """Lightning's re-launch under ``-m`` (Lightning issue 11617), and DDP's arithmetic.
 
+    One sweep of two jobs on two processes each: every child runs its parent's job, once,
+    in that job's directory; the second job of the sweep starts a process group of its own;
+    rank 1 follows rank 0's cache decision (job 1 reuses job 0's teacher); and job 0 computes
+    what one process computes (the reference run, in this process).
+    """
+    _, one = run_job(
+        tmp_path, *EQUAL, "kd.temperature=2", f"data.batch_size={TRAIN_SIZE}", name="one",
+        log_dir=tmp_path / "one-logs",
+    )  # fmt: skip
+    logs = tmp_path / "logs"
+    proc = run_module(
+        "kdlightning.train", "-m", "kd.temperature=2,4", *EQUAL, *DDP_CPU,
+        f"data.batch_size={TRAIN_SIZE // 2}", f"paths.log_dir={logs}", timeout=TIMEOUT,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    # A DDP child that re-read `-m kd.temperature=2,4` would start a sweep of its own.
+    assert out.count("Launching 2 jobs") == 1, out[-3000:]
+    # the sweep dir and the teacher/baseline cache it shares (kdlightning.cache), nothing else:
+    # no process made a timestamped run dir of its own
+    assert sorted(p.name for p in logs.iterdir()) == ["cache", "distill"], "stray dirs"
+    assert [p.name for p in (logs / "distill").iterdir()] == ["multiruns"], "stray dirs"
+    sweep = _only(list((logs / "distill" / "multiruns").iterdir()))
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert [j.name for j in jobs] == ["0", "1"]
+    for job, temperature in zip(jobs, (2, 4), strict=True):
+        # Rank 0 alone wrote the outputs, once, into the job's directory; rank 1 logged there.
+        assert _only(sorted(job.rglob("results.json"))) == job / "results.json"
+        assert _only(sorted(job.rglob("student.pt"))) == job / "student.pt"
+        # best and last (resume), each written once: no best-v1.ckpt beside them
+        ckpts = sorted(p.name for p in job.rglob("*.ckpt") if "distilled" in p.parts)
+        assert ckpts == ["best.ckpt", "last.ckpt"]
+        assert read_json(job / "results.json")["summary"]["temperature"] == temperature
+        # rank 1 of this job ran exactly this job, in this directory, once
+        rank1 = (job / "train_rank1.log").read_text()
+        assert rank1.count(f"Distilling the student (T={temperature},") == 1, rank1
+    # job 1 loaded job 0's teacher, and so did its rank 1 (it trained nothing alone)
+    assert read_json(jobs[1] / "results.json")["teacher"]["cache"]["hit"] is True
+    assert "Training the teacher" not in (jobs[1] / "train_rank1.log").read_text()
+
+    two = jobs[0]
     s1 = torch.load(one / "student.pt", weights_only=True)
     s2 = torch.load(two / "student.pt", weights_only=True)
     assert s1.keys() == s2.keys()
@@ -83,38 +106,13 @@ def test_ddp_two_processes_match_one_process(tmp_path: Path) -> None:
 
     r1, r2 = read_json(one / "results.json"), read_json(two / "results.json")
     for role in ("teacher", "distilled"):
-        for key, value in r1[role].items():
+        compared = [key for key in r1[role] if key.startswith("val/")]
+        assert "val/acc" in compared
+        for key in compared:
             # val/ metrics are reduced over both ranks' shards (torchmetrics, sync_dist):
             # rank 0 alone would see half of the validation set and report other values.
-            if key.startswith("val/"):
-                assert r2[role][key] == pytest.approx(value, abs=ATOL), (role, key)
+            assert r2[role][key] == pytest.approx(r1[role][key], abs=ATOL), (role, key)
     assert r2["distilled"]["val/acc"] > 0.5  # it did learn: not two matching failures
-
-
-def test_multirun_with_ddp_runs_each_job_once_on_two_processes(tmp_path: Path) -> None:
-    proc = run_module(
-        "kdlightning.train",
-        "-m",
-        "kd.temperature=2,4",
-        *DDP_CPU,
-        *QUICK,
-        f"paths.log_dir={tmp_path}",
-        timeout=TIMEOUT,
-    )
-    out = proc.stdout + proc.stderr
-    # A DDP child that re-read `-m kd.temperature=2,4` would start a sweep of its own.
-    assert out.count("Launching 2 jobs") == 1, out[-3000:]
-    # the sweep dir and the teacher/baseline cache it shares (kdlightning.cache), nothing else
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "multiruns"], "stray dirs"
-    sweep = _only(list((tmp_path / "multiruns").iterdir()))
-    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
-    assert [j.name for j in jobs] == ["0", "1"]
-    for job, temperature in zip(jobs, (2, 4), strict=True):
-        assert _only(sorted(job.rglob("results.json"))) == job / "results.json"
-        assert read_json(job / "results.json")["summary"]["temperature"] == temperature
-        # rank 1 of this job ran exactly this job, in this directory, once
-        rank1 = (job / "train_rank1.log").read_text()
-        assert rank1.count(f"Distilling the student (T={temperature},") == 1, rank1
 
 
 def test_submitit_local_multirun_two_jobs_of_two_tasks(tmp_path: Path) -> None:
@@ -128,7 +126,7 @@ def test_submitit_local_multirun_two_jobs_of_two_tasks(tmp_path: Path) -> None:
         f"paths.log_dir={tmp_path}",
         timeout=TIMEOUT,
     )
-    sweep = _only(list((tmp_path / "multiruns").iterdir()))
+    sweep = _only(list((tmp_path / "distill" / "multiruns").iterdir()))
     results = sorted(sweep.glob("*/results.json"))
     assert [p.parent.name for p in results] == ["0", "1"]
     assert [read_json(p)["summary"]["temperature"] for p in results] == [2, 4]
