@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
 PY=${PYTHON:-python}
 LOGS=${LOGS:-logs/results}
-parts=("${@:-default sweep fashion mnist1d}")
+parts=("${@:-default_sweep default full_labels sweep fashion mnist1d}")
 timed() {  # timed NAME CMD...: run, print the wall time
   local name=$1 start; shift; start=$(date +%s)
   "$@"
@@ -18,6 +18,15 @@ timed() {  # timed NAME CMD...: run, print the wall time
 }
 for part in ${parts[*]}; do
   case $part in
+  default_sweep)  # how the default T and alpha were chosen: on validation, 3 seeds
+    timed default_sweep $PY -m kdlightning.train -m kd.temperature=2,4,8 kd.alpha=0.5,0.9 \
+      seed=0,1,2 logger=none trainer.enable_progress_bar=false "paths.log_dir=$LOGS/default_sweep" \
+      "hydra.sweep.dir=$LOGS/default_sweep/sweep"
+    $PY -m kdlightning.report "$LOGS/default_sweep/sweep" ;;
+  full_labels)  # every label for every model: experiment=digits_full_labels, seeds 0, 1, 2
+    timed full_labels $PY -m kdlightning.train -m experiment=digits_full_labels seed=0,1,2 \
+      "paths.log_dir=$LOGS/full_labels" "hydra.sweep.dir=$LOGS/full_labels/sweep"
+    $PY -m kdlightning.report "$LOGS/full_labels/sweep" --by-role ;;
   default)  # the default job (python -m kdlightning.train) over seeds 0, 1, 2
     timed default $PY -m kdlightning.train -m seed=0,1,2 "paths.log_dir=$LOGS/default" \
       "hydra.sweep.dir=$LOGS/default/sweep"
@@ -43,6 +52,7 @@ for part in ${parts[*]}; do
     timed mnist1d $PY -m kdlightning.train -m experiment=mnist1d seed=0,1,2 \
       "paths.log_dir=$LOGS/mnist1d" "hydra.sweep.dir=$LOGS/mnist1d/sweep"
     $PY -m kdlightning.report "$LOGS/mnist1d/sweep" --by-role ;;
-  *) echo "unknown part $part (default, sweep, fashion, mnist1d)"; exit 2 ;;
+  *) echo "unknown part $part (default_sweep, default, full_labels, sweep, fashion, mnist1d)"
+     exit 2 ;;
   esac
 done

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from conftest import run_module
 
 
 @pytest.mark.slow
-def test_gpu_check_smoke_prints_the_table() -> None:
-    out = run_module("benchmarks.gpu_check", "--smoke", timeout=300).stdout
+def test_gpu_check_smoke_prints_the_table(tmp_path: Path) -> None:
+    # From a scratch folder: the job it starts writes its logs and cache under ./logs there,
+    # not into the checkout (PYTHONPATH still points at the checkout: cli_env).
+    out = run_module("benchmarks.gpu_check", "--smoke", cwd=tmp_path, timeout=300).stdout
     assert "| run " in out and "samples/s" in out
     rows = [line for line in out.splitlines() if line.startswith(("| student", "| distill"))]
     assert len(rows) == 2

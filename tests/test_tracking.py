@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,16 @@ def inspect(run_dir: Path, *args: str) -> Any:
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
 
+def read_back(run_dirs: list[Path]) -> list[tuple[Path, list[dict], dict]]:
+    """(run dir, records, summary) of each offline run; the readers run side by side, as each
+    spends most of its time starting up."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        records = [pool.submit(inspect, d) for d in run_dirs]
+        summaries = [pool.submit(inspect, d, "--summary") for d in run_dirs]
+        return [(d, r.result(), s.result()) for d, r, s in zip(run_dirs, records, summaries,
+                                                               strict=True)]  # fmt: skip
+
+
 @pytest.mark.slow
 def test_offline_wandb_sweep_has_one_run_per_stage_in_one_group(tmp_path: Path) -> None:
     sweep = tmp_path / "multirun"
@@ -86,10 +97,8 @@ def test_offline_wandb_sweep_has_one_run_per_stage_in_one_group(tmp_path: Path) 
     assert "wandb sync" in proc.stdout + proc.stderr
 
     runs = []
-    for run_dir in sorted(sweep.glob("*/wandb/offline-run-*")):
-        records = inspect(run_dir)
+    for run_dir, records, summary in read_back(sorted(sweep.glob("*/wandb/offline-run-*"))):
         (run,) = [r["run"] for r in records if r["type"] == "run"]
-        summary = inspect(run_dir, "--summary")
         history_keys = {k for r in records if r["type"] == "history" for k in r["history"]["item"]}
         runs.append((run_dir.parents[1].name, run, summary, history_keys))
 
@@ -117,10 +126,10 @@ def test_offline_wandb_sweep_has_one_run_per_stage_in_one_group(tmp_path: Path) 
 
     # The report logs its heatmap and tables into the same group (auto: the jobs used W&B).
     run_module("kdlightning.report", str(sweep), env=env)
-    (report_dir,) = sweep.glob("wandb/offline-run-*")
-    (run,) = [r["run"] for r in inspect(report_dir) if r["type"] == "run"]
+    ((_, records, summary),) = read_back(list(sweep.glob("wandb/offline-run-*")))
+    (run,) = [r["run"] for r in records if r["type"] == "run"]
     assert (run["job_type"], run["run_group"]) == ("report", "sweep-multirun")
-    summary = inspect(report_dir, "--summary")["summary"]
+    summary = summary["summary"]
     assert summary["heatmap"]["_type"] == "image-file" and summary["heatmap"]["format"] == "png"
     assert summary["aggregate"]["nrows"] == 2 and summary["jobs"]["nrows"] == 2
     assert summary["best/temperature"] in (2, 4)
