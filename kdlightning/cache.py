@@ -91,6 +91,10 @@ def key_config(cfg: DictConfig, stage: str) -> dict[str, Any]:
         raise ValueError(f"no cache key is defined for stage {stage!r}; use one of {STAGE_INPUTS}")
     out: dict[str, Any] = {"kdlightning": kdlightning.__version__, "code": code_version()}
     out.update({name: _plain(cfg, name) for name in STAGE_INPUTS[stage]})
+    if stage == "teacher" and isinstance(out.get("data"), dict):
+        # The teacher trains on every label whatever data.num_labeled says (the transfer set
+        # only withholds labels from the students): one teacher serves every num_labeled.
+        out["data"].pop("num_labeled", None)
     checkpoint = (out.get(stage) or {}).get("checkpoint") if stage == "teacher" else None
     if checkpoint and Path(checkpoint).expanduser().is_file():
         # A teacher loaded from a file is only the same teacher while the file is unchanged.

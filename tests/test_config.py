@@ -53,7 +53,8 @@ def test_the_groups_the_design_asks_for_exist() -> None:
 def test_default_config_values() -> None:
     cfg = compose()
     assert cfg.data._target_.endswith("DigitsDataModule")
-    assert cfg.kd.temperature == 4.0 and cfg.kd.alpha == 0.9
+    assert cfg.kd.temperature == 2.0 and cfg.kd.alpha == 0.5  # chosen on validation
+    assert cfg.data.num_labeled == 100  # the default job is the transfer-set case
     assert cfg.trainer.accelerator == "cpu"
     assert cfg.task == "distill"
     assert cfg.teacher.checkpoint is None

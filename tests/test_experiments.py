@@ -85,11 +85,12 @@ def test_cpu_experiments_compose() -> None:
     fm = composed("experiment=fashion_mnist")
     assert fm.data._target_ == "kdlightning.data.FashionMNISTDataModule"
     assert OmegaConf.to_container(fm.teacher.model) == {
-        "_target_": "kdlightning.models.SmallCNN", "channels": [16, 32, 64], "hidden": 128,
-        "dropout": 0.1}  # fmt: skip
+        "_target_": "kdlightning.models.SmallCNN", "channels": [32, 64, 128], "hidden": 256,
+        "dropout": 0.2}  # fmt: skip
     assert OmegaConf.to_container(fm.student.model) == {
-        "_target_": "kdlightning.models.SmallCNN", "channels": [8, 16], "hidden": 32}  # fmt: skip
-    assert fm.trainer.max_epochs == 3
+        "_target_": "kdlightning.models.MLP", "hidden_sizes": [16]}  # fmt: skip
+    assert fm.trainer.max_epochs == 30
+    assert fm.data.seed == 0  # one teacher serves every seed: the split does not move
 
     m1 = composed("experiment=mnist1d")
     assert m1.data._target_ == "kdlightning.data.MNIST1DDataModule"

@@ -88,3 +88,25 @@ def test_load_errors_are_clear(tmp_path: Path) -> None:
     msg = str(err.value)
     assert "unexpected keys: 5.bias, 5.weight" in msg
     assert "shape mismatches: 3.bias: checkpoint (6,) vs model (3,)" in msg
+
+
+class RunsCode:
+    """Unpickling it writes a file: what a hostile checkpoint could do instead."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return (Path.write_text, (self.path, "code ran while loading a checkpoint"))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_unrun(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    torch.save({"state_dict": {"0.weight": RunsCode(marker)}}, tmp_path / "evil.ckpt")
+    with pytest.raises(CheckpointError, match="holds more than tensors and plain values"):
+        load_weights(small(), tmp_path / "evil.ckpt", role="teacher")
+    assert not marker.exists()
+    # a whole pickled module is code as well: only its state dict is accepted
+    torch.save(small(), tmp_path / "module.pt")
+    with pytest.raises(CheckpointError, match=r"torch.save\(model.state_dict\(\), path\)"):
+        load_weights(small(), tmp_path / "module.pt")
