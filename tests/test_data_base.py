@@ -85,7 +85,7 @@ def test_num_labeled_on_generic_datasets_and_bad_values() -> None:
     assert wrapped[5][1:] == (UNLABELED, 5)
     subset = torch.utils.data.Subset(base, [1, 2, 3])
     assert dataset_targets(subset).tolist() == [1, 0, 1]
-    with pytest.raises(ValueError, match="data.num_labeled must be >= 1 or null, got 0"):
+    with pytest.raises(ValueError, match=r"data.num_labeled must be >= 1 or null, got 0"):
         DigitsDataModule(num_labeled=0)
 
 

@@ -11,7 +11,9 @@ from conftest import REPO_ROOT
 README = (REPO_ROOT / "README.md").read_text()
 
 
-def test_the_python_example_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_python_example_runs_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     block = README.split("**From Python**", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     monkeypatch.chdir(tmp_path)  # Lightning writes its default checkpoints into the cwd
     scope: dict = {}

@@ -47,8 +47,9 @@ def test_training_looks_up_the_right_rows_under_shuffling_drop_last_and_a_transf
     bad = DistillationModule(teacher, MLP(10, (1, 8, 8), [16]), teacher_logits=shuffled,
                              verify_cached=True)  # fmt: skip
     with pytest.raises(RuntimeError, match="misaligned"):
-        L.Trainer(max_steps=1, logger=False, enable_checkpointing=False,
-                  enable_progress_bar=False, default_root_dir=tmp_path).fit(bad, datamodule=dm)  # fmt: skip
+        trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, default_root_dir=tmp_path)  # fmt: skip
+        trainer.fit(bad, datamodule=dm)
 
 
 def test_modes_auto_cached_online_and_the_refusal_under_augmentation(tmp_path: Path) -> None:
