@@ -22,7 +22,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from kdlightning.data.base import UNLABELED
@@ -106,6 +106,27 @@ class _SupervisedModule(L.LightningModule):
     def trainable_module(self) -> nn.Module:  # the part the optimizer updates
         raise NotImplementedError
 
+    def epoch_metrics(self, split: str) -> Mapping[str, Metric]:
+        """The metric objects of ``split``, updated every step, logged once per epoch."""
+        raise NotImplementedError
+
+    # Metric objects are updated in the steps and computed, logged and reset here, once per
+    # epoch: logging a Metric object on every step makes Lightning move it to the device again
+    # each time, which cost more than a small student's whole training step.
+    def _log_epoch(self, split: str) -> None:
+        for name, metric in self.epoch_metrics(split).items():
+            self.log(f"{split}/{name}", metric.compute(), prog_bar=name == "acc")
+            metric.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.trainable_module().parameters())
         if self.scheduler_factory is None:
@@ -147,15 +168,16 @@ class ClassifierModule(_SupervisedModule):
         x, y = batch[0], batch[1]
         logits = self.model(x)
         loss = F.cross_entropy(logits.float(), y, ignore_index=UNLABELED)
-        acc = getattr(self, f"{split}_acc")
-        acc(logits, y)
+        getattr(self, f"{split}_acc").update(logits, y)
         on_step = split == "train"
         # sync_dist: under DDP a plain tensor is logged per rank; the metric objects sync anyway.
         self.log(
             f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=True
         )
-        self.log(f"{split}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
+
+    def epoch_metrics(self, split: str) -> Mapping[str, Metric]:
+        return {"acc": getattr(self, f"{split}_acc")}
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self._step(batch, "train")
@@ -301,24 +323,23 @@ class DistillationModule(_SupervisedModule):
             on_epoch=True,
             sync_dist=True,
         )
-        self.train_acc(s_logits, y)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        self.train_acc.update(s_logits, y)
         return terms.loss
+
+    def epoch_metrics(self, split: str) -> Mapping[str, Metric]:
+        return {"acc": self.train_acc} if split == "train" else dict(self.eval_metrics[split])
 
     def _eval_step(self, batch: Batch, split: str) -> None:
         x, y = batch[0], batch[1]
         t_logits = self._teacher_for(batch, split)
         s_logits = self.student(x)
         m = self.eval_metrics[split]
-        m["acc"](s_logits, y)
-        m["teacher_acc"](t_logits, y)
-        m["agreement"](s_logits, t_logits.argmax(dim=-1))
+        m["acc"].update(s_logits, y)
+        m["teacher_acc"].update(t_logits, y)
+        m["agreement"].update(s_logits, t_logits.argmax(dim=-1))
         n = y.shape[0]
-        m["kd_loss"](kd_loss(s_logits, t_logits, self.temperature), weight=n)
-        m["loss"](F.cross_entropy(s_logits.float(), y), weight=n)
-        for name, metric in m.items():
-            bar = name == "acc"
-            self.log(f"{split}/{name}", metric, on_step=False, on_epoch=True, prog_bar=bar)
+        m["kd_loss"].update(kd_loss(s_logits, t_logits, self.temperature), weight=n)
+        m["loss"].update(F.cross_entropy(s_logits.float(), y), weight=n)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")

@@ -18,6 +18,7 @@ from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
 from kdlightning.losses import check_alpha, check_temperature
+from kdlightning.stages import TEACHER_LOGITS
 
 # Arguments every model builder receives from the data module, never from the config.
 FROM_DATA = ("num_classes", "input_shape")
@@ -90,6 +91,12 @@ def check_config(cfg: DictConfig) -> None:
                 check(value)
             except ValueError as err:
                 raise ConfigError(f"{key}={value!r}: {err}") from None
+        mode = cfg.kd.get("teacher_logits", "online")
+        if mode not in TEACHER_LOGITS:
+            raise ConfigError(
+                f"kd.teacher_logits={mode!r} is not one of {', '.join(TEACHER_LOGITS)}; cached "
+                "runs the teacher once before training, online on every batch"
+            )
     epochs = _number(cfg, "trainer.max_epochs", int)
     if epochs is not None and epochs < 1:
         raise ConfigError(

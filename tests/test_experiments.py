@@ -113,6 +113,7 @@ def test_cpu_experiments_compose() -> None:
 
 # The runs below need no separate process: each composes experiment=... in-process, exactly
 # as the command line would, and runs the job with kdlightning.train.run (tests/conftest.py).
+# The CIFAR zoo models are the slow ones; the small experiments run in the quick unit run too.
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CIFAR_EXPERIMENTS))
 def test_cifar100_experiments_run_a_few_steps_on_fake_pickles(tmp_path: Path, name: str) -> None:
@@ -131,7 +132,6 @@ def test_cifar100_experiments_run_a_few_steps_on_fake_pickles(tmp_path: Path, na
     assert results["distilled"]["teacher_logits"]["mode"] == "online"
 
 
-@pytest.mark.slow
 def test_fashion_mnist_experiment_runs_on_idx_files_without_download(tmp_path: Path) -> None:
     debian = tmp_path / "debian"
     write_idx_dataset(debian, n_train=120, n_test=20)
@@ -145,7 +145,6 @@ def test_fashion_mnist_experiment_runs_on_idx_files_without_download(tmp_path: P
     assert results["distilled"]["params"] == 28 * 28 * 16 + 16 + 16 * 10 + 10
 
 
-@pytest.mark.slow
 def test_mnist1d_experiment_runs(tmp_path: Path) -> None:
     results, _ = run_job(tmp_path, "experiment=mnist1d", "data.num_samples=400", "data.val_size=40")
     teacher, distilled = results["teacher"], results["distilled"]

@@ -28,7 +28,7 @@ class FirstRun:
 def first_run(tmp_path_factory: pytest.TempPathFactory) -> FirstRun:
     root = tmp_path_factory.mktemp("train")
     # its own log dir, hence its own teacher/baseline cache: this run trains every stage
-    results, out = run_job(root, name="first")
+    results, out = run_job(root, "kd.temperature=4", "kd.alpha=0.9", name="first")
     return FirstRun(results, out, root)
 
 
