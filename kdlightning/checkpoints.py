@@ -45,6 +45,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         # would run something on load (or a whole pickled nn.Module) is refused here.
         obj: Any = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        # torch says "GLOBAL" when the pickle names a class or function (code); any other
+        # unpickling error means the bytes are no checkpoint at all.
+        if "GLOBAL" not in str(err) and "Unsupported global" not in str(err):
+            raise CheckpointError(
+                f"{str(path)!r} is not a readable PyTorch checkpoint ({type(err).__name__}: {err})"
+            ) from err
         raise CheckpointError(
             f"{str(path)!r} holds more than tensors and plain values (a pickled object or code), "
             "so it is not loaded: kdlightning reads weights only. Save the weights with "

@@ -14,10 +14,9 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,11 +80,6 @@ def read_json(path: Path) -> Any:
 FAST = ["debug=fast"]
 
 
-@pytest.fixture()
-def fast_overrides() -> list[str]:
-    return list(FAST)
-
-
 CONF_DIR = REPO_ROOT / "conf"
 
 
@@ -140,13 +134,24 @@ def run_job(
 
     out = Path(tmp_path) / name
     cfg = compose([*FAST, f"paths.log_dir={log_dir or tmp_path}", *overrides], out)
-    # Lightning's seed_everything exports PL_GLOBAL_SEED (and W&B may set WANDB_MODE): keep
-    # them from leaking into later tests and into the subprocesses those start.
+    with kept_environ():
+        try:
+            return run(cfg, out), out
+        finally:
+            tracking.finish()  # as the CLI does: no W&B run may stay open into the next job
+
+
+@contextlib.contextmanager
+def kept_environ() -> Iterator[None]:
+    """Undo what the code inside does to ``os.environ``.
+
+    Lightning's seed_everything exports PL_GLOBAL_SEED (and W&B may set WANDB_MODE): keep such
+    variables from leaking into later tests and into the subprocesses those start.
+    """
     saved = dict(os.environ)
     try:
-        return run(cfg, out), out
+        yield
     finally:
-        tracking.finish()  # as the CLI does: no W&B run may stay open into the next job
         for key in set(os.environ) - set(saved):
             del os.environ[key]
         os.environ.update(saved)

@@ -3,6 +3,7 @@ failures, locks, concurrent jobs and DDP ranks."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import logging
@@ -31,9 +32,15 @@ from kdlightning.cache import (
 )
 
 
+@functools.cache
+def _composed(overrides: tuple[str, ...]) -> DictConfig:
+    # Composing takes a good fraction of a second: once per set of overrides per session.
+    return compose(list(overrides))
+
+
 def config(*overrides: str, cache_dir: Path | None = None, **cache: Any) -> DictConfig:
-    """The composed job config, with ``cache.dir`` and other ``cache.*`` settings."""
-    cfg = compose(list(overrides))
+    """The composed job config (a copy), with ``cache.dir`` and other ``cache.*`` settings."""
+    cfg = copy.deepcopy(_composed(overrides))
     with open_dict(cfg):
         if cache_dir is not None:
             cfg.cache.dir = str(cache_dir)
@@ -44,7 +51,6 @@ def config(*overrides: str, cache_dir: Path | None = None, **cache: Any) -> Dict
 
 @functools.cache
 def default_key(stage: str) -> str:
-    # Composing takes a good fraction of a second: the default config's keys, once per session.
     return cache_key(config(), stage)
 
 

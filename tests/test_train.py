@@ -130,26 +130,29 @@ def test_check_task() -> None:
 
 @pytest.mark.slow
 def test_cli_prints_the_table_writes_results_and_fails_clearly(tmp_path: Path) -> None:
-    """The one run of the real command line: ``@hydra.main``, printing, exit status."""
-    out = tmp_path / "run"
+    """The real command line (``@hydra.main``): printing, files, exit status, one process.
+
+    A sweep of a bad job and a good one: the bad one stops with a clear message and leaves
+    failed.json for the sweep report; the sweep goes on, and the good one prints its table and
+    writes its results; the command exits non-zero. (Single runs through the CLI:
+    test_ddp.py's torchrun run, test_gpu_check.py.)
+    """
+    sweep = tmp_path / "sweep"
     proc = run_module(
-        "kdlightning.train", *FAST, f"hydra.run.dir={out}", f"paths.log_dir={tmp_path}"
-    )
-    results = read_json(out / "results.json")
+        "kdlightning.train", "-m", *FAST, "data.batch_size=0,64", f"hydra.sweep.dir={sweep}",
+        f"paths.log_dir={tmp_path}", check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    assert "data.batch_size=0 must be >= 1" in proc.stderr, proc.stderr[-3000:]
+    # job 0: a trace for the sweep report, and no results
+    failed = read_json(sweep / "0" / "failed.json")
+    assert "data.batch_size=0 must be >= 1" in failed["error"], failed
+    assert not (sweep / "0" / "results.json").exists()
+    # job 1: the table on stdout, results.json and Hydra's record of the job
+    results = read_json(sweep / "1" / "results.json")
     assert set(ROLES) <= set(results)
     for label in ("teacher", "student alone", "distilled student", "compression", "speed-up"):
         assert label in proc.stdout
-    assert f"results: {out / 'results.json'}" in proc.stdout
-    assert (out / ".hydra" / "config.yaml").is_file()  # Hydra's own record of the job
-
-    bad = tmp_path / "bad"
-    proc = run_module(
-        "kdlightning.train", *FAST, f"hydra.run.dir={bad}", "data.batch_size=0",
-        f"paths.log_dir={tmp_path}", check=False,
-    )  # fmt: skip
-    assert proc.returncode != 0
-    assert "data.batch_size=0 must be >= 1" in proc.stderr
-    # main() leaves a trace for the sweep report, and no results
-    failed = read_json(bad / "failed.json")
-    assert "data.batch_size=0 must be >= 1" in failed["error"], failed
-    assert not (bad / "results.json").exists()
+    assert f"results: {sweep / '1' / 'results.json'}" in proc.stdout
+    assert (sweep / "1" / ".hydra" / "config.yaml").is_file()
+    assert not (sweep / "1" / "failed.json").exists()
