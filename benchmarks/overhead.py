@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from kdlightning.data.base import IndexedTensors, _batch_as_is
+from kdlightning.data.base import IndexedTensors, batch_as_is
 from kdlightning.losses import distillation_loss
 from kdlightning.models import MLP, SmallCNN
 from kdlightning.module import ClassifierModule, DistillationModule
@@ -47,7 +47,7 @@ def make_models(pair: str, input_shape: tuple[int, ...]) -> tuple[torch.nn.Modul
 
 def loader(data: IndexedTensors, batch_size: int) -> DataLoader:
     return DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=True,
-                      collate_fn=_batch_as_is)  # fmt: skip
+                      collate_fn=batch_as_is)  # fmt: skip
 
 
 def plain(student: torch.nn.Module, teacher: torch.nn.Module | None, dl: DataLoader,

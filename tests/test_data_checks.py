@@ -25,7 +25,7 @@ from kdlightning.data import (
     ImageFolderDataModule,
     MNISTDataModule,
 )
-from kdlightning.data.imagefolder import _load_rgb, image_problem
+from kdlightning.data.imagefolder import image_problem, load_rgb
 
 
 def truncate(path: Path, keep: float = 0.5) -> None:
@@ -150,7 +150,7 @@ def test_a_file_that_fails_to_decode_later_is_named(tmp_path: Path) -> None:
     bad = tmp_path / "x.jpg"
     bad.write_bytes(b"junk")
     with pytest.raises(OSError, match=re.escape(str(bad))):
-        _load_rgb(str(bad))
+        load_rgb(str(bad))
 
 
 # --- (Fashion-)MNIST idx files --------------------------------------------------------------------

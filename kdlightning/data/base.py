@@ -96,7 +96,7 @@ class ExactDistributedSampler(DistributedSampler):
         return iter(range(self.rank, self.total_size, self.num_replicas))
 
 
-def _batch_as_is(batch: Any) -> Any:
+def batch_as_is(batch: Any) -> Any:
     # IndexedTensors.__getitems__ already returns the batch (module level: workers pickle it).
     return batch
 
@@ -261,7 +261,7 @@ class ClassificationDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
-            collate_fn=_batch_as_is if isinstance(dataset, IndexedTensors) else None,
+            collate_fn=batch_as_is if isinstance(dataset, IndexedTensors) else None,
         )
 
     def train_dataloader(self) -> DataLoader:

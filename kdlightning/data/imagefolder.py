@@ -102,7 +102,7 @@ def _listing(bad: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def _load_rgb(path: str) -> Image.Image:
+def load_rgb(path: str) -> Image.Image:
     """torchvision's PIL loader, naming the file when it fails (module level: workers pickle it)."""
     try:
         with open(path, "rb") as f:
@@ -224,8 +224,8 @@ class ImageFolderDataModule(ClassificationDataModule):
                 f"test folder not found: {str(self.test_root)!r}; set data.test_dir"
             )
         # allow_empty: empty class folders get this module's message, not torchvision's.
-        full = datasets.ImageFolder(str(self.train_root), loader=_load_rgb, allow_empty=True)
-        test = datasets.ImageFolder(str(self.test_root), loader=_load_rgb, allow_empty=True)
+        full = datasets.ImageFolder(str(self.train_root), loader=load_rgb, allow_empty=True)
+        test = datasets.ImageFolder(str(self.test_root), loader=load_rgb, allow_empty=True)
         if test.classes != full.classes:
             raise ValueError(
                 f"the class folders of {str(self.test_root)!r} differ from those of "

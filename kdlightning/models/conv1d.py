@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from kdlightning.models.small import _positive_ints
+from kdlightning.models.small import positive_ints
 
 
 class CNN1D(nn.Module):
@@ -33,7 +33,7 @@ class CNN1D(nn.Module):
                 f"CNN1D takes (channels, length) inputs, got input_shape={tuple(input_shape)}; "
                 "use SmallCNN for images"
             )
-        chans = _positive_ints("channels", channels)
+        chans = positive_ints("channels", channels)
         in_ch = int(input_shape[0])
         layers: list[nn.Module] = []
         for c in chans:

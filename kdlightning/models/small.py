@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 
-def _positive_ints(name: str, values: Sequence[int]) -> list[int]:
+def positive_ints(name: str, values: Sequence[int]) -> list[int]:
     out = [int(v) for v in values]
     if any(v < 1 for v in out):
         raise ValueError(f"{name} must be positive integers, got {list(values)!r}")
@@ -33,7 +33,7 @@ class MLP(nn.Sequential):
         dropout: float = 0.0,
         batch_norm: bool = False,
     ) -> None:
-        hidden = _positive_ints("hidden_sizes", hidden_sizes)
+        hidden = positive_ints("hidden_sizes", hidden_sizes)
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(int(d) for d in input_shape)
         for h in hidden:
@@ -61,7 +61,7 @@ class SmallCNN(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        chans = _positive_ints("channels", channels)
+        chans = positive_ints("channels", channels)
         in_ch, size = int(input_shape[0]), min(int(d) for d in input_shape[1:])
         blocks: list[nn.Module] = []
         for c in chans:
