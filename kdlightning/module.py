@@ -157,6 +157,10 @@ class ClassifierModule(_SupervisedModule):
         self.model = model
         # One metric object per split (a ModuleDict cannot use "train": nn.Module.train exists).
         self.train_acc, self.val_acc, self.test_acc = (self._accuracy() for _ in range(3))
+        # Evaluation losses as metric objects too: weighted by batch size and summed across DDP
+        # ranks, they stay exact when the ranks' shards differ in size (a logged tensor would be
+        # a mean of per-rank means).
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
 
     def trainable_module(self) -> nn.Module:
         return self.model
@@ -169,15 +173,18 @@ class ClassifierModule(_SupervisedModule):
         logits = self.model(x)
         loss = F.cross_entropy(logits.float(), y, ignore_index=UNLABELED)
         getattr(self, f"{split}_acc").update(logits, y)
-        on_step = split == "train"
-        # sync_dist: under DDP a plain tensor is logged per rank; the metric objects sync anyway.
-        self.log(
-            f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=True
-        )
+        if split == "train":
+            # sync_dist: under DDP a plain tensor is logged per rank (a no-op on one process).
+            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
+        else:
+            getattr(self, f"{split}_loss").update(loss, weight=y.shape[0])
         return loss
 
     def epoch_metrics(self, split: str) -> Mapping[str, Metric]:
-        return {"acc": getattr(self, f"{split}_acc")}
+        metrics = {"acc": getattr(self, f"{split}_acc")}
+        if split != "train":
+            metrics["loss"] = getattr(self, f"{split}_loss")
+        return metrics
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self._step(batch, "train")

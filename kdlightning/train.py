@@ -105,7 +105,9 @@ def run(cfg: DictConfig, output_dir: Path, trainers: list | None = None) -> dict
             build = functools.partial(job.build, role)
             done = results_io.load_stage(output_dir, name, build) if resume else None
             if done is not None:
-                log.info("Resuming: the %s stage had finished; read back from %s", name, name)
+                log.info(
+                    "Resuming: the %s stage had finished; read back from %s/result", name, name
+                )
             model, metrics = done or cache.stage(name, functools.partial(stage, job), build)
             if is_global_zero():
                 results_io.save_stage(output_dir, name, model, metrics)

@@ -29,7 +29,8 @@ QUICK = ["debug=fast", "baseline=false"]
 # training set, so neither the loader's shuffle nor the DistributedSampler's changes the mean
 # gradient), an even training set so the sampler pads nothing (1256 train / 270 val / 271 test
 # with test_fraction=0.1505), MLP teacher and student without BatchNorm or dropout (nothing
-# per-process), plain SGD. Only the test split is padded by one repeated sample on 2 processes.
+# per-process), plain SGD. The test split is odd (271): Lightning's DistributedSampler would pad
+# it with a repeated sample; kdlightning's evaluation sampler counts every sample exactly once.
 EQUAL = [
     "teacher=mlp",
     "teacher.model.dropout=0.0",
@@ -109,11 +110,12 @@ def test_ddp_multirun_runs_each_job_once_and_matches_one_process(tmp_path: Path)
 
     r1, r2 = read_json(one / "results.json"), read_json(two / "results.json")
     for role in ("teacher", "distilled"):
-        compared = [key for key in r1[role] if key.startswith("val/")]
-        assert "val/acc" in compared
+        compared = [key for key in r1[role] if key.startswith(("val/", "test/"))]
+        assert {"val/acc", "test/acc"} <= set(compared)
         for key in compared:
-            # val/ metrics are reduced over both ranks' shards (torchmetrics, sync_dist):
-            # rank 0 alone would see half of the validation set and report other values.
+            # val/ and test/ metrics are reduced over both ranks' shards (torchmetrics,
+            # sync_dist): rank 0 alone would see half of each set, and a padded sampler would
+            # count one test image twice.
             assert r2[role][key] == pytest.approx(r1[role][key], abs=ATOL), (role, key)
     assert r2["distilled"]["val/acc"] > 0.5  # it did learn: not two matching failures
 
