@@ -7,6 +7,17 @@ Convention (Hinton et al. 2015; RepDistiller's T=4, alpha=0.9 recipe): ``alpha``
 
 torchdistill's configs use the opposite weighting; translate ``alpha -> 1 - alpha`` when porting.
 
+Beyond Hinton's KD, the module holds the functional form of other methods, in the style of
+``torch.nn.functional`` (each computes in float32 whatever the input dtype, and raises
+``ValueError`` naming the bad argument). Loss weights, warm-ups, connectors and interpolation
+belong to the training module, not here.
+
+* logit-based: :func:`dkd_loss` (+ :func:`dkd_warmup`), :func:`dist_loss`,
+  :func:`standardize_logits` (a pre-process for :func:`kd_loss` / :func:`dkd_loss`);
+* feature-based: :func:`hint_loss`, :func:`attention_loss`;
+* relational (embeddings of a batch): :func:`rkd_distance_loss`, :func:`rkd_angle_loss`,
+  :func:`pkt_loss`.
+
     >>> import torch
     >>> from kdlightning.losses import distillation_loss
     >>> s, t, y = torch.randn(8, 10), torch.randn(8, 10), torch.randint(0, 10, (8,))
@@ -19,10 +30,25 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["DistillationTerms", "distillation_loss", "distillation_terms", "kd_loss"]
+__all__ = [
+    "DistillationTerms",
+    "attention_loss",
+    "dist_loss",
+    "distillation_loss",
+    "distillation_terms",
+    "dkd_loss",
+    "dkd_warmup",
+    "hint_loss",
+    "kd_loss",
+    "pkt_loss",
+    "rkd_angle_loss",
+    "rkd_distance_loss",
+    "standardize_logits",
+]
 
 
 class DistillationTerms(NamedTuple):
@@ -135,3 +161,448 @@ def distillation_loss(
     ``alpha`` weights the distillation term (Hinton et al.; RepDistiller uses T=4, alpha=0.9).
     """
     return distillation_terms(student_logits, teacher_logits, targets, temperature, alpha).loss
+
+
+# --------------------------------------------------------------------------------------------
+# Argument checks shared by the losses below
+# --------------------------------------------------------------------------------------------
+
+
+def _check_finite_nonnegative(name: str, value: float) -> float:
+    """Return ``value`` as a float, or raise ``ValueError`` naming ``name`` unless it is a finite
+    number >= 0 (loss weights, epsilons)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = math.nan
+    if not math.isfinite(v) or v < 0.0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return v
+
+
+def _check_logit_pair(student_logits: Tensor, teacher_logits: Tensor, min_classes: int) -> None:
+    """Same shape, ``(..., classes)`` with at least ``min_classes`` classes and one sample."""
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student_logits and teacher_logits must have the same shape, got student_logits "
+            f"{tuple(student_logits.shape)} and teacher_logits {tuple(teacher_logits.shape)}"
+        )
+    if student_logits.ndim < 2:
+        raise ValueError(
+            f"student_logits must be (batch, classes), got shape {tuple(student_logits.shape)}"
+        )
+    if student_logits.shape[-1] < min_classes:
+        raise ValueError(
+            f"student_logits must have at least {min_classes} classes (last dimension), got "
+            f"shape {tuple(student_logits.shape)}"
+        )
+    if student_logits.numel() == 0:
+        raise ValueError(f"student_logits holds no sample, got shape {tuple(student_logits.shape)}")
+
+
+def _check_min_samples(name: str, x: Tensor, min_samples: int, why: str) -> None:
+    if x.shape[0] < min_samples:
+        raise ValueError(
+            f"{name} must hold at least {min_samples} samples ({why}), got shape "
+            f"{tuple(x.shape)}; drop the last incomplete batch (drop_last=True) or enlarge it."
+        )
+
+
+def _flat_embeddings(student_emb: Tensor, teacher_emb: Tensor) -> tuple[Tensor, Tensor]:
+    """``(batch, ...)`` -> float32 ``(batch, dim)``; the two dims may differ, batches may not."""
+    if student_emb.ndim < 1 or teacher_emb.ndim < 1:
+        raise ValueError(
+            f"student_emb and teacher_emb must be (batch, ...), got student_emb "
+            f"{tuple(student_emb.shape)} and teacher_emb {tuple(teacher_emb.shape)}"
+        )
+    if student_emb.shape[0] != teacher_emb.shape[0]:
+        raise ValueError(
+            f"student_emb and teacher_emb must have the same batch size (dimension 0), got "
+            f"student_emb {tuple(student_emb.shape)} and teacher_emb {tuple(teacher_emb.shape)}"
+        )
+    for name, x in (("student_emb", student_emb), ("teacher_emb", teacher_emb)):
+        if x.numel() == 0 and x.shape[0] > 0:  # e.g. (batch, 0)
+            raise ValueError(f"{name} has an empty embedding, got shape {tuple(x.shape)}")
+    n = student_emb.shape[0]
+    return student_emb.reshape(n, -1).float(), teacher_emb.reshape(n, -1).float()
+
+
+# --------------------------------------------------------------------------------------------
+# Logit-based methods
+# --------------------------------------------------------------------------------------------
+
+
+def dkd_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    targets: Tensor,
+    alpha: float = 1.0,
+    beta: float = 8.0,
+    temperature: float = 4.0,
+) -> Tensor:
+    """Decoupled KD (Zhao et al., "Decoupled Knowledge Distillation", CVPR 2022).
+
+    ``T^2 * (alpha * TCKD + beta * NCKD)``, each KL summed over its classes and averaged over the
+    samples (the same ``batchmean`` as :func:`kd_loss`), with ``p = softmax(logits / T)``:
+
+    * TCKD = ``KL(b_t || b_s)`` between the binary distributions ``b = (p_y, 1 - p_y)``: the
+      probability of the target class ``y`` against the mass of all the others;
+    * NCKD = ``KL(p̂_t || p̂_s)`` between the softened distributions over the ``C - 1``
+      non-target classes (the target removed, the rest renormalized), *not* weighted by the
+      teacher's ``1 - p_y`` (the paper's point: that factor suppresses NCKD exactly where the
+      teacher is confident).
+
+    Defaults are the paper's CIFAR-100 setting: ``alpha = 1``, ``beta = 8``, ``T = 4`` (ImageNet:
+    ``alpha = 0.5``, ``beta = 0.5``, ``T = 1``; ``beta`` is tuned per teacher-student pair).
+    The paper also ramps the DKD term linearly over the first 20 epochs; that schedule belongs to
+    the training module: multiply this loss by :func:`dkd_warmup`.
+
+    Unlike the authors' code (``log`` of the masked probabilities, and ``-1000`` on the target
+    logit to drop it), everything is computed from log-softmax in float32: the non-target mass is
+    a log-sum-exp and the non-target distribution is taken over the ``C - 1`` remaining logits,
+    so a confident teacher or student (``p_y == 1`` in float32) gives a finite loss and gradient.
+
+    Args:
+        student_logits: ``(batch, classes)``; leading dimensions beyond the batch are flattened.
+        teacher_logits: same shape (detach it: this function does not).
+        targets: integer class indices in ``[0, classes)``, one per sample (``batch`` or the
+            leading shape of the logits); DKD needs a label for every sample.
+        alpha: weight of TCKD (>= 0).
+        beta: weight of NCKD (>= 0).
+        temperature: softmax temperature, as in :func:`kd_loss`.
+    """
+    t = check_temperature(temperature)
+    a = _check_finite_nonnegative("alpha", alpha)
+    b = _check_finite_nonnegative("beta", beta)
+    # C >= 2: with one class there is no non-target distribution.
+    _check_logit_pair(student_logits, teacher_logits, min_classes=2)
+    num_classes = student_logits.shape[-1]
+    s = student_logits.reshape(-1, num_classes).float() / t
+    te = teacher_logits.reshape(-1, num_classes).float() / t
+    n = s.shape[0]
+    if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
+        raise ValueError(f"targets must hold integer class indices, got dtype {targets.dtype}")
+    if targets.numel() != n:
+        raise ValueError(
+            f"targets must hold one class index per sample ({n}), got shape "
+            f"{tuple(targets.shape)} for logits of shape {tuple(student_logits.shape)}"
+        )
+    y = targets.reshape(-1).to(device=s.device, dtype=torch.long)
+    # One reduction, one host sync: an out-of-range index would otherwise be a device-side assert
+    # on CUDA (or a silently wrong mask), far from its cause.
+    if bool(((y < 0) | (y >= num_classes)).any()):
+        raise ValueError(
+            f"targets must lie in [0, {num_classes}) (DKD needs a label for every sample), got "
+            f"values in [{int(y.min())}, {int(y.max())}]"
+        )
+    is_target = torch.zeros_like(s, dtype=torch.bool).scatter_(1, y[:, None], True)
+
+    def binary_log_probs(z: Tensor) -> Tensor:
+        log_p = F.log_softmax(z, dim=1)
+        log_target = log_p.gather(1, y[:, None])
+        # log(1 - p_y) as a log-sum-exp over the other classes: no cancellation when p_y -> 1.
+        log_rest = torch.logsumexp(log_p.masked_fill(is_target, -math.inf), dim=1, keepdim=True)
+        return torch.cat([log_target, log_rest], dim=1)
+
+    tckd = F.kl_div(
+        binary_log_probs(s), binary_log_probs(te), reduction="batchmean", log_target=True
+    )
+    # Removing the target column (rather than masking it) keeps every log-probability finite.
+    s_rest = s[~is_target].reshape(n, num_classes - 1)
+    t_rest = te[~is_target].reshape(n, num_classes - 1)
+    nckd = F.kl_div(
+        F.log_softmax(s_rest, dim=1),
+        F.log_softmax(t_rest, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    return (a * tckd + b * nckd) * (t * t)
+
+
+def dkd_warmup(epoch: float, warmup_epochs: float = 20) -> float:
+    """The DKD loss weight's linear warm-up: ``min(epoch / warmup_epochs, 1)``.
+
+    Zhao et al. (CVPR 2022) ramp the DKD term over the first 20 epochs (the default here). The
+    authors' trainer counts epochs from 1, so the first epoch already has weight 1/20; pass
+    ``trainer.current_epoch + 1`` from Lightning (which counts from 0) to reproduce it.
+    ``warmup_epochs = 0`` means no warm-up. ``epoch`` may be fractional (a per-step ramp).
+    """
+    e = _check_finite_nonnegative("epoch", epoch)
+    w = _check_finite_nonnegative("warmup_epochs", warmup_epochs)
+    if w == 0.0:
+        return 1.0
+    return min(e / w, 1.0)
+
+
+def _pearson_rows(a: Tensor, b: Tensor, eps: float) -> Tensor:
+    """Pearson correlation of each row of ``a`` with the same row of ``b``."""
+    a = a - a.mean(dim=1, keepdim=True)
+    b = b - b.mean(dim=1, keepdim=True)
+    # eps in the denominator, as in the authors' code: a constant row correlates 0, not NaN.
+    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+
+
+def dist_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    beta: float = 1.0,
+    gamma: float = 1.0,
+    temperature: float = 1.0,
+    *,
+    eps: float = 1e-8,
+) -> Tensor:
+    """DIST (Huang et al., "Knowledge Distillation from A Stronger Teacher", NeurIPS 2022).
+
+    With ``y = softmax(logits / T)`` (``batch x classes``) and ``rho`` the Pearson correlation::
+
+        inter = 1 - mean over samples n of rho(y_s[n, :], y_t[n, :])
+        intra = 1 - mean over classes c of rho(y_s[:, c], y_t[:, c])
+        loss  = T^2 * (beta * inter + gamma * intra)
+
+    Matching correlations instead of KL only asks the student to preserve the teacher's
+    *relations* (ranking and linear trends), which the paper argues suits stronger teachers.
+    Defaults ``beta = gamma = T = 1`` are the authors' DIST loss defaults (their ImageNet
+    setting). ``rho`` divides by ``|a| * |b| + eps`` with the authors' ``eps = 1e-8``, so a
+    constant vector (e.g. a class no sample gives any mass in float32) correlates 0 instead of
+    producing NaN.
+
+    The intra-class term correlates each class across the batch, so it needs at least 2 samples:
+    a batch of one raises ``ValueError`` unless ``gamma == 0`` (the inter-class term alone is
+    defined for one sample). Leading dimensions beyond the batch are flattened into the batch.
+    """
+    t = check_temperature(temperature)
+    b = _check_finite_nonnegative("beta", beta)
+    g = _check_finite_nonnegative("gamma", gamma)
+    e = _check_finite_nonnegative("eps", eps)
+    # A Pearson correlation over one class is undefined (zero variance).
+    _check_logit_pair(student_logits, teacher_logits, min_classes=2)
+    num_classes = student_logits.shape[-1]
+    y_s = F.softmax(student_logits.reshape(-1, num_classes).float() / t, dim=1)
+    y_t = F.softmax(teacher_logits.reshape(-1, num_classes).float() / t, dim=1)
+    inter = 1.0 - _pearson_rows(y_s, y_t, e).mean()
+    if g == 0.0:
+        return (t * t) * b * inter
+    _check_min_samples(
+        "student_logits", y_s, 2, "DIST's intra-class term correlates each class across the batch"
+    )
+    intra = 1.0 - _pearson_rows(y_s.T, y_t.T, e).mean()
+    return (t * t) * (b * inter + g * intra)
+
+
+def standardize_logits(logits: Tensor, eps: float = 1e-7, *, correction: int = 0) -> Tensor:
+    """Z-score each sample's logits over the classes (Sun et al., "Logit Standardization in
+    Knowledge Distillation", CVPR 2024): ``(z - mean(z)) / (std(z) + eps)``.
+
+    A pre-process for :func:`kd_loss` and :func:`dkd_loss`, applied to *both* the student's and
+    the teacher's logits, so that the student matches the teacher's logit relations rather than
+    their range. The paper then softens with a *base temperature* (the standardized logits have
+    unit std, so the effective temperature becomes ``T * std(z)`` per sample); the authors'
+    CIFAR-100 runs use base temperature 2 (sometimes 3) with KD weight 9::
+
+        kd_loss(standardize_logits(s), standardize_logits(t), temperature=2.0)
+
+    ``std`` is the population standard deviation over the classes (``correction = 0``, the
+    paper's Algorithm 1); the authors' code uses ``torch.std``'s Bessel correction
+    (``correction = 1``), which only rescales by ``sqrt(K / (K - 1))`` (a slightly higher
+    temperature). ``eps = 1e-7`` as in their code keeps constant logits finite (they map to 0).
+
+    Returns float32 whatever the input dtype (the losses compute in float32 anyway), shaped
+    like ``logits``; the last dimension is the classes, and needs at least 2 of them.
+    """
+    e = _check_finite_nonnegative("eps", eps)
+    if correction not in (0, 1):
+        raise ValueError(f"correction must be 0 or 1, got {correction!r}")
+    if logits.ndim < 1 or logits.shape[-1] < 2:
+        raise ValueError(
+            f"logits must be (..., classes) with at least 2 classes, got shape "
+            f"{tuple(logits.shape)}"
+        )
+    z = logits.float()
+    centered = z - z.mean(dim=-1, keepdim=True)
+    var = centered.square().sum(dim=-1, keepdim=True) / (z.shape[-1] - correction)
+    # sqrt has an infinite derivative at 0: clamping (no effect on any non-constant row) gives
+    # constant rows a zero gradient instead of NaN.
+    std = var.clamp_min(torch.finfo(torch.float32).tiny).sqrt()
+    return centered / (std + e)
+
+
+# --------------------------------------------------------------------------------------------
+# Feature-based methods (no learnable parts: connectors and interpolation are the caller's)
+# --------------------------------------------------------------------------------------------
+
+
+def hint_loss(student_features: Tensor, teacher_features: Tensor) -> Tensor:
+    """FitNets' hint loss (Romero et al., "FitNets: Hints for Thin Deep Nets", ICLR 2015).
+
+    The mean squared error between the student's features, already mapped to the teacher's
+    shape by a regressor (the connector belongs to the training module), and the teacher's
+    hint: ``mean((s - t)^2)`` over all elements. The paper writes ``1/2 * ||t - r(s)||^2``
+    (a sum) and trains the hint in a separate stage; the mean, as in RepDistiller's ``HintLoss``
+    (weight 100 there), keeps the scale independent of the feature size.
+    """
+    if student_features.shape != teacher_features.shape:
+        raise ValueError(
+            f"student_features and teacher_features must have the same shape (project the "
+            f"student's features with a connector first), got student_features "
+            f"{tuple(student_features.shape)} and teacher_features "
+            f"{tuple(teacher_features.shape)}"
+        )
+    if student_features.numel() == 0:
+        raise ValueError(f"student_features is empty, got shape {tuple(student_features.shape)}")
+    return F.mse_loss(student_features.float(), teacher_features.float())
+
+
+def _attention_map(features: Tensor, p: float) -> Tensor:
+    """``F^p_mean``: channel mean of ``|f|^p``, flattened and L2-normalized per sample."""
+    q = features.float().abs().pow(p).mean(dim=1).reshape(features.shape[0], -1)
+    return F.normalize(q, p=2.0, dim=1)
+
+
+def attention_loss(student_features: Tensor, teacher_features: Tensor, p: float = 2) -> Tensor:
+    """Activation-based attention transfer (Zagoruyko & Komodakis, "Paying More Attention to
+    Attention", ICLR 2017).
+
+    The attention map of a ``(batch, channels, *spatial)`` feature tensor is
+    ``Q = mean over channels of |f|^p`` (the paper's ``F^p_sum`` divided by the channel count;
+    the division vanishes in the normalization and lets student and teacher differ in
+    channels), flattened to ``HW`` values and divided by its L2 norm per sample. The paper uses
+    ``p = 2`` (the default here) and the loss ``beta/2 * sum_j || Q_s/||Q_s|| - Q_t/||Q_t|| ||_2``
+    with ``beta = 1000`` "divided by the number of elements in the attention map and the batch
+    size". What is implemented is what the authors' code computes for one pair of maps (and
+    what that ``beta`` is calibrated for): the *squared* difference, averaged::
+
+        loss = 1 / (batch * HW) * sum_n || q_s[n] - q_t[n] ||_2^2
+
+    Weighting (``beta / 2``) and summing over several layers is the training module's job.
+    The spatial sizes must match; interpolating or pooling one map to the other's size is the
+    caller's job.
+    """
+    try:
+        p_ = float(p)
+    except (TypeError, ValueError):
+        p_ = math.nan
+    if not math.isfinite(p_) or p_ <= 0.0:
+        raise ValueError(f"p must be a finite number > 0 (the paper uses p=2), got {p!r}")
+    for name, x in (("student_features", student_features), ("teacher_features", teacher_features)):
+        if x.ndim < 3:
+            raise ValueError(
+                f"{name} must be (batch, channels, *spatial), e.g. (N, C, H, W), got shape "
+                f"{tuple(x.shape)}"
+            )
+    if student_features.shape[0] != teacher_features.shape[0]:
+        raise ValueError(
+            f"student_features and teacher_features must have the same batch size, got "
+            f"student_features {tuple(student_features.shape)} and teacher_features "
+            f"{tuple(teacher_features.shape)}"
+        )
+    if student_features.shape[2:] != teacher_features.shape[2:]:
+        raise ValueError(
+            f"student_features and teacher_features must have the same spatial size "
+            f"(interpolate one to the other first), got student_features "
+            f"{tuple(student_features.shape)} and teacher_features "
+            f"{tuple(teacher_features.shape)}"
+        )
+    if student_features.numel() == 0 or teacher_features.numel() == 0:
+        raise ValueError(
+            f"student_features and teacher_features must not be empty, got "
+            f"{tuple(student_features.shape)} and {tuple(teacher_features.shape)}"
+        )
+    q_s = _attention_map(student_features, p_)
+    q_t = _attention_map(teacher_features, p_)
+    return (q_s - q_t).square().mean()
+
+
+# --------------------------------------------------------------------------------------------
+# Relational methods: the structure of a batch of embeddings, whatever their dimensions
+# --------------------------------------------------------------------------------------------
+
+
+def rkd_distance_loss(student_emb: Tensor, teacher_emb: Tensor) -> Tensor:
+    """RKD distance loss (Park et al., "Relational Knowledge Distillation", CVPR 2019).
+
+    For each batch, ``psi(i, j) = ||e_i - e_j||_2 / mu`` with ``mu`` the mean distance over the
+    pairs ``i != j`` (the paper's normalization, which makes the loss invariant to the
+    embeddings' scale), then the Huber loss (smooth L1, ``delta = 1``) between the student's
+    and the teacher's ``psi``, averaged over the ``N (N - 1) / 2`` pairs ``i < j`` (equivalently
+    over the ordered pairs ``i != j``). The authors' code also averages over the zero diagonal,
+    which scales the loss by ``(N - 1) / N``. The paper weights this term ``lambda_D = 1`` with
+    ``lambda_A = 2`` for the angle term (RepDistiller's CIFAR-100 runs: 25 and 50); the weights
+    are the training module's.
+
+    Embeddings are ``(batch, ...)``, flattened per sample; student and teacher dimensions may
+    differ (the point of relational KD). A distance needs a pair: fewer than 2 samples raise.
+    """
+    s, t = _flat_embeddings(student_emb, teacher_emb)
+    _check_min_samples("student_emb", s, 2, "RKD's distances need pairs of samples")
+    # pdist: the condensed i < j distances, computed from differences (no Gram-matrix
+    # cancellation) and with a zero, not NaN, gradient for coincident points.
+    d_s = torch.pdist(s)
+    d_t = torch.pdist(t)
+    # The clamp only matters when every embedding coincides (all distances 0 -> psi = 0).
+    d_s = d_s / d_s.mean().clamp_min(1e-12)
+    d_t = d_t / d_t.mean().clamp_min(1e-12)
+    return F.smooth_l1_loss(d_s, d_t, beta=1.0)
+
+
+def _triplet_cosines(e: Tensor) -> Tensor:
+    """``cos[j, i, k] = <(e_i - e_j) / |e_i - e_j|, (e_k - e_j) / |e_k - e_j|>``: the angle at
+    vertex ``j`` of the triangle ``(i, j, k)``."""
+    unit = F.normalize(e.unsqueeze(0) - e.unsqueeze(1), p=2.0, dim=2)  # unit[j, i] ~ e_i - e_j
+    return torch.bmm(unit, unit.transpose(1, 2))
+
+
+def rkd_angle_loss(student_emb: Tensor, teacher_emb: Tensor) -> Tensor:
+    """RKD angle loss (Park et al., "Relational Knowledge Distillation", CVPR 2019).
+
+    ``psi(i, j, k) = cos angle(e_i, e_j, e_k) = <u_ij, u_kj>`` with
+    ``u_ij = (e_i - e_j) / ||e_i - e_j||_2``, then the Huber loss (smooth L1, ``delta = 1``)
+    between the student's and teacher's ``psi``, averaged over the ``N (N - 1) (N - 2)`` ordered
+    triplets of *distinct* samples (the paper's triplets). The authors' code averages over all
+    ``N^3`` index triplets, degenerate ones included (they contribute 0), which scales the loss
+    by ``(N - 1)(N - 2) / N^2``. The paper's weight is ``lambda_A = 2`` (RepDistiller: 50).
+
+    Embeddings are ``(batch, ...)``, flattened per sample; dimensions may differ between student
+    and teacher. An angle needs three points: fewer than 3 samples raise ``ValueError``.
+    Memory is ``O(N^2 * dim)`` for the difference vectors, as in the authors' code.
+    """
+    s, t = _flat_embeddings(student_emb, teacher_emb)
+    _check_min_samples("student_emb", s, 3, "RKD's angles need triplets of distinct samples")
+    n = s.shape[0]
+    idx = torch.arange(n, device=s.device)
+    # distinct[j, i, k]: i != j, k != j, i != k
+    ne = idx[:, None] != idx[None, :]
+    distinct = ne[:, :, None] & ne[:, None, :] & ne[None, :, :]
+    return F.smooth_l1_loss(_triplet_cosines(s)[distinct], _triplet_cosines(t)[distinct], beta=1.0)
+
+
+def _cosine_kernel_probs(e: Tensor, eps: float) -> Tensor:
+    unit = e / (e.norm(dim=1, keepdim=True) + eps)
+    # (cos + 1) / 2 maps the cosine to [0, 1]; the clamp removes the rounding below -1 that
+    # would make a "probability" negative for antipodal embeddings.
+    kernel = ((unit @ unit.T + 1.0) / 2.0).clamp_min(0.0)
+    return kernel / kernel.sum(dim=1, keepdim=True)
+
+
+def pkt_loss(student_emb: Tensor, teacher_emb: Tensor, eps: float = 1e-7) -> Tensor:
+    """Probabilistic knowledge transfer (Passalis & Tefas, "Learning Deep Representations with
+    Probabilistic Knowledge Transfer", ECCV 2018).
+
+    Each batch's embeddings (``(batch, ...)``, flattened; dimensions may differ between student
+    and teacher) define a cosine-similarity kernel ``K_ij = (cos(e_i, e_j) + 1) / 2`` with
+    ``cos`` computed on ``e / (||e|| + eps)``, normalized per row into conditional probabilities
+    ``P_ij = K_ij / sum_k K_ik``. As in the authors' reference ``cosine_similarity_loss``
+    (``eps = 1e-7``), the loss is ``KL(P_teacher || P_student)`` averaged over all ``N^2``
+    entries, diagonal included::
+
+        loss = 1 / N^2 * sum_ij P_t[i, j] * log((P_t[i, j] + eps) / (P_s[i, j] + eps))
+
+    (The paper's equations exclude ``j = i`` and sum instead of averaging; the difference is a
+    constant factor up to the diagonal terms.) A batch of one gives 0: there is no relation to
+    transfer.
+    """
+    e = _check_finite_nonnegative("eps", eps)
+    s, t = _flat_embeddings(student_emb, teacher_emb)
+    _check_min_samples("student_emb", s, 1, "PKT needs a batch")
+    p_s = _cosine_kernel_probs(s, e)
+    p_t = _cosine_kernel_probs(t, e)
+    return (p_t * torch.log((p_t + e) / (p_s + e))).mean()
