@@ -176,15 +176,20 @@ def baseline_stage(job: Job) -> StageResult:
     return student, metrics
 
 
-def teacher_logits_mode(cfg: DictConfig, dm: ClassificationDataModule) -> str:
-    """``online`` or ``cached`` from ``kd.teacher_logits``; refuses cached logits when the
-    training inputs are random (augmentation), since stored outputs would not match them."""
-    mode = str(cfg.kd.get("teacher_logits", "online"))
+def check_teacher_logits(mode: object) -> str:
+    """Return ``mode`` if it is one of :data:`TEACHER_LOGITS`, else a ``ValueError`` naming them."""
     if mode not in TEACHER_LOGITS:
         raise ValueError(
             f"kd.teacher_logits={mode!r} is not one of {', '.join(TEACHER_LOGITS)}; cached runs "
             "the teacher once before training, online on every batch"
         )
+    return str(mode)
+
+
+def teacher_logits_mode(cfg: DictConfig, dm: ClassificationDataModule) -> str:
+    """``online`` or ``cached`` from ``kd.teacher_logits``; refuses cached logits when the
+    training inputs are random (augmentation), since stored outputs would not match them."""
+    mode = check_teacher_logits(cfg.kd.get("teacher_logits", "online"))
     if mode == "auto":
         return "online" if dm.augments else "cached"
     if mode == "cached" and dm.augments:

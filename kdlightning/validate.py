@@ -18,7 +18,7 @@ from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
 from kdlightning.losses import check_alpha, check_temperature
-from kdlightning.stages import TEACHER_LOGITS
+from kdlightning.stages import check_teacher_logits
 
 # Arguments every model builder receives from the data module, never from the config.
 FROM_DATA = ("num_classes", "input_shape")
@@ -91,12 +91,10 @@ def check_config(cfg: DictConfig) -> None:
                 check(value)
             except ValueError as err:
                 raise ConfigError(f"{key}={value!r}: {err}") from None
-        mode = cfg.kd.get("teacher_logits", "online")
-        if mode not in TEACHER_LOGITS:
-            raise ConfigError(
-                f"kd.teacher_logits={mode!r} is not one of {', '.join(TEACHER_LOGITS)}; cached "
-                "runs the teacher once before training, online on every batch"
-            )
+        try:
+            check_teacher_logits(cfg.kd.get("teacher_logits", "online"))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     epochs = _number(cfg, "trainer.max_epochs", int)
     if epochs is not None and epochs < 1:
         raise ConfigError(
