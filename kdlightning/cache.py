@@ -59,6 +59,9 @@ _IRRELEVANT = {
     "data": {"num_workers", "pin_memory"},
 }
 
+# Data settings that change no sample's input, on top of _IRRELEVANT: the logits key skips them.
+_NOT_INPUTS = {"batch_size", "eval_batch_size", "num_labeled"}
+
 StageResult = tuple[nn.Module, dict[str, Any]]
 
 
@@ -100,6 +103,15 @@ def key_config(cfg: DictConfig, stage: str) -> dict[str, Any]:
         # A teacher loaded from a file is only the same teacher while the file is unchanged.
         out["checkpoint_sha256"] = file_sha256(Path(checkpoint).expanduser())
     return out
+
+
+def logits_key_inputs(cfg: DictConfig, teacher: nn.Module) -> dict[str, Any]:
+    """What the teacher's stored logits depend on: its weights and the data config, less what
+    changes no input (loader settings, batch sizes, which training labels are kept)."""
+    data = _plain(cfg, "data")
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if k not in _NOT_INPUTS}
+    return {"teacher_weights": weights_sha256(teacher), "data": data}
 
 
 def digest(payload: Any) -> str:

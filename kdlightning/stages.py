@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from kdlightning import tracking
 from kdlightning.build import build_model, make_trainer, optimizer_factories
-from kdlightning.cache import StageCache, weights_sha256
+from kdlightning.cache import StageCache, logits_key_inputs
 from kdlightning.checkpoints import load_weights
 from kdlightning.data.base import ClassificationDataModule
 from kdlightning.losses import check_alpha, check_temperature
@@ -220,9 +220,7 @@ def compute_teacher_logits(teacher: nn.Module, dm: ClassificationDataModule) -> 
 
 def _cached_logits(job: Job) -> tuple[dict[str, Tensor], dict[str, Any]]:
     assert job.teacher is not None
-    data = {k: v for k, v in (job.cfg.data or {}).items()
-            if k not in ("num_workers", "pin_memory", "batch_size", "num_labeled")}  # fmt: skip
-    key = {"teacher_weights": weights_sha256(job.teacher), "data": data}
+    key = logits_key_inputs(job.cfg, job.teacher)
     start = time.perf_counter()
     teacher = job.teacher
     logits, info = job.cache.tensors("logits", key, lambda: compute_teacher_logits(teacher, job.dm))
