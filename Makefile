@@ -21,9 +21,10 @@ run: $(VENV)/.installed
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m kdlightning.train $(ARGS)
 
 # One OpenMP thread per process unless set: the suite starts DDP and multirun processes side by
-# side, and spinning threads on two cores made small layers many times slower.
+# side, and spinning threads on two cores made small layers many times slower. -n auto: one
+# pytest-xdist worker per core (every test keeps to its own tmp_path, so they run side by side).
 test: $(VENV)/.installed
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest $(ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -n auto $(ARGS)
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
