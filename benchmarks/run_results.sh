@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every result table in README.md and docs/results.md, regenerated on this machine:
-#   nohup benchmarks/run_results.sh [default|sweep|fashion|mnist1d ...] > logs/results.log 2>&1 &
+#   nohup benchmarks/run_results.sh [default|sweep|fashion|mnist1d|lm|methods ...] > logs/results.log 2>&1 &
 # Each part prints its wall time and writes report_by_role.md (teacher / student alone /
 # distilled: mean ± std over seeds, the gain paired per seed) into its multirun folder.
 # OMP_NUM_THREADS=1: on a small shared machine, two OpenMP threads per process made small
@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
 PY=${PYTHON:-python}
 LOGS=${LOGS:-logs/results}
-parts=("${@:-default_sweep default full_labels sweep fashion mnist1d}")
+parts=("${@:-default_sweep default full_labels sweep fashion mnist1d lm methods}")
 timed() {  # timed NAME CMD...: run, print the wall time
   local name=$1 start; shift; start=$(date +%s)
   "$@"
@@ -52,7 +52,29 @@ for part in ${parts[*]}; do
     timed mnist1d $PY -m kdlightning.train -m experiment=mnist1d seed=0,1,2 \
       "paths.log_dir=$LOGS/mnist1d" "hydra.sweep.dir=$LOGS/mnist1d/sweep"
     $PY -m kdlightning.report "$LOGS/mnist1d/sweep" --by-role ;;
-  *) echo "unknown part $part (default_sweep, default, full_labels, sweep, fashion, mnist1d)"
+  lm)  # language models (experiment=lm_pydocs): GPT teacher -> GPT student >= 5x smaller on the
+    # Python docs as bytes, seeds 0, 1, 2; the by-role table shows test bits per byte
+    timed lm $PY -m kdlightning.train -m experiment=lm_pydocs seed=0,1,2 logger=csv \
+      "paths.log_dir=$LOGS/lm" "hydra.sweep.dir=$LOGS/lm/sweep"
+    $PY -m kdlightning.report "$LOGS/lm/sweep" --by-role ;;
+  methods)  # every method (kd=...) with the same teacher (cnn) and student (cnn), seeds 0, 1, 2:
+    # a small grid of each method's main weight; benchmarks/methods_table.py picks each method's
+    # setting on validation accuracy and prints test accuracy for it (mean ± std, paired gain)
+    common=(student=cnn seed=0,1,2 logger=none trainer.enable_progress_bar=false
+            "paths.log_dir=$LOGS/methods")
+    start=$(date +%s)
+    for grid in "kd kd.temperature=2,4" "dkd kd.beta=2,8" "dist kd.temperature=1,4" \
+        "ls_kd kd.temperature=2,4" "dml kd.temperature=1,4" "rkd kd.alpha=0,0.5" \
+        "fitnet kd.alpha=0,0.5 kd.beta=1,100" "at kd.alpha=0,0.5 kd.beta=10,1000" \
+        "pkt kd.alpha=0,0.5 kd.beta=300,30000"; do
+      read -r method args <<< "$grid"
+      # shellcheck disable=SC2086  # $args: the grid's overrides, one word each
+      timed "methods_$method" $PY -m kdlightning.train -m "kd=$method" $args "${common[@]}" \
+        "hydra.sweep.dir=$LOGS/methods/$method"
+    done
+    echo "WALL methods: $(( $(date +%s) - start )) s"
+    $PY benchmarks/methods_table.py "$LOGS/methods" ;;
+  *) echo "unknown part $part (default_sweep, default, full_labels, sweep, fashion, mnist1d, lm, methods)"
      exit 2 ;;
   esac
 done

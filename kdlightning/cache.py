@@ -372,7 +372,17 @@ class StageCache:
                 decision = {}
             if decision.get("token") == token and decision.get("key") == key:
                 return bool(decision["hit"])
-            if time.monotonic() - start > self.rank_wait_s:
+            if decision.get("token") == token and decision.get("key") not in (None, key):
+                # Same job, another key: this rank would wait for a decision that never comes.
+                raise CacheError(
+                    f"rank 0 keyed the {kind} {decision['key']} but this rank computed {key}: "
+                    "the ranks see different configs or package code (was a source file edited "
+                    "while the job started?). Start the job again."
+                )
+            waited = time.monotonic() - start
+            if int(waited / 60) != int((waited - 0.2) / 60):
+                log.info("Waiting %.0f s for rank 0's cache decision on the %s", waited, kind)
+            if waited > self.rank_wait_s:
                 raise CacheError(
                     f"rank 0 published no cache decision for the {kind} in {path} within "
                     f"{self.rank_wait_s:.0f} s (cache.rank_wait_s); did it fail? Set "

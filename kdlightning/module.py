@@ -8,6 +8,12 @@ The math lives in ``kdlightning.losses``; this file only wires it to Lightning::
     L.Trainer(max_epochs=10).fit(module, datamodule)
     module.student  # the plain nn.Module to deploy
 
+    # another method (kdlightning.methods): DKD, DIST, FitNets, attention transfer, ...
+    from kdlightning.methods import build_method
+    method = build_method({"method": "at", "student_layers": ["features.3"],
+                           "teacher_layers": ["features.3"]}, teacher, student, (1, 8, 8))
+    module = DistillationModule(teacher, student, method=method)
+
 Metric keys are ``split/name``: ``train/loss``, ``val/acc``, ``test/teacher_acc``, ...
 """
 
@@ -26,7 +32,9 @@ from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from kdlightning.data.base import UNLABELED
-from kdlightning.losses import check_alpha, check_temperature, distillation_terms, kd_loss
+from kdlightning.hooks import capture
+from kdlightning.losses import check_alpha, check_temperature, kd_loss
+from kdlightning.methods import KD, Method, no_gather
 
 __all__ = ["ClassifierModule", "DistillationModule", "DivergenceError", "default_optimizer"]
 
@@ -200,7 +208,12 @@ class DistillationModule(_SupervisedModule):
     """Distills a frozen ``teacher`` into a trainable ``student``.
 
     ``loss = alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)``
-    (see ``kdlightning.losses``). ``optimizer`` is a callable taking parameters, e.g.
+    (see ``kdlightning.losses``) unless ``method`` (a :class:`kdlightning.methods.Method`, from
+    ``build_method``) says otherwise: ``temperature`` and ``alpha`` are then unused and
+    ``val/kd_loss`` is the KD loss at the method's temperature. A method's own parameters
+    (FitNets' connectors) are trained with the student and saved in its checkpoints
+    (``method.*``); a feature method's layers are captured by forward hooks on the training
+    steps only. ``optimizer`` is a callable taking parameters, e.g.
     ``functools.partial(torch.optim.SGD, lr=0.05)`` or a Hydra ``_partial_: true`` config;
     default :data:`default_optimizer` (AdamW, lr 1e-3). ``scheduler`` optionally maps the
     optimizer to an LR scheduler stepped every epoch.
@@ -216,7 +229,9 @@ class DistillationModule(_SupervisedModule):
     run under ``torch.no_grad()``, outside the optimizer and outside checkpoints. Reload with
     ``DistillationModule.load_from_checkpoint(path, teacher=teacher, student=student)``.
 
-    Logs ``train/{loss,kd_loss,ce_loss,acc}`` and, on val and test, ``{split}/acc`` (student),
+    Logs ``train/{loss,acc}``, ``train/<term>`` for each of the method's terms (for KD
+    ``kd_loss`` and ``ce_loss``; ``dkd_loss``, ``hint_loss``, ... for others) and, on val and
+    test, ``{split}/acc`` (student),
     ``{split}/teacher_acc``, ``{split}/agreement`` (top-1 agreement with the teacher),
     ``{split}/kd_loss`` and ``{split}/loss`` (student cross-entropy).
     """
@@ -232,12 +247,22 @@ class DistillationModule(_SupervisedModule):
         num_classes: int | None = None,
         teacher_logits: Mapping[str, Tensor] | None = None,
         verify_cached: bool = False,
+        method: Method | None = None,
     ) -> None:
         super().__init__(num_classes or _infer_num_classes(student), optimizer, scheduler)
         if teacher is student:
             raise ValueError("teacher and student must be two different modules")
-        self.temperature = check_temperature(temperature)
         self.alpha = check_alpha(alpha)
+        if method is None:
+            method = KD(
+                check_temperature(temperature), kd_weight=self.alpha, ce_weight=1 - self.alpha
+            )
+        if method.needs_features and teacher_logits:
+            raise ValueError(
+                f"kd.method={method.name} reads the teacher's intermediate features, which cached "
+                "teacher logits do not hold: use kd.teacher_logits=online (or auto)"
+            )
+        self.temperature = check_temperature(method.temperature)
         self.save_hyperparameters(
             ignore=[
                 "teacher",
@@ -246,10 +271,12 @@ class DistillationModule(_SupervisedModule):
                 "scheduler",
                 "teacher_logits",
                 "verify_cached",
+                "method",
             ]
         )
         self.teacher = teacher
         self.student = student
+        self.method = method
         self.teacher.requires_grad_(False)
         self.teacher.eval()
         self.cached_splits: tuple[str, ...] = tuple(teacher_logits or ())
@@ -280,8 +307,18 @@ class DistillationModule(_SupervisedModule):
         self.teacher.eval()  # BatchNorm statistics and dropout of the teacher must never move
         return self
 
+    def on_fit_start(self) -> None:
+        # Batch-relational terms (DIST, RKD, PKT) relate the global batch under DDP: gather the
+        # ranks' tensors with their gradients (see kdlightning.methods.Method.gather).
+        if self.trainer.world_size > 1:
+            self.method.gather = lambda t: self.all_gather(t, sync_grads=True).flatten(0, 1)
+
+    def on_fit_end(self) -> None:
+        self.method.gather = no_gather
+
     def trainable_module(self) -> nn.Module:
-        return self.student
+        # The method's parameters (connectors) train with the student; KD's list is empty.
+        return nn.ModuleList([self.student, self.method])
 
     @torch.no_grad()  # not inference_mode: its tensors cannot be saved for backward
     def teacher_logits(self, x: Tensor) -> Tensor:
@@ -315,23 +352,34 @@ class DistillationModule(_SupervisedModule):
         return self.student(x)
 
     # --- steps ---------------------------------------------------------------------------------
+    def _forward_with_features(self, x: Tensor) -> tuple[Tensor, Tensor, list, list]:
+        # Hooks live for these two forwards only: validation, test and export see plain models.
+        m = self.method
+        with capture(self.student, m.student_layers) as s_found:
+            s_logits = self.student(x)
+        with capture(self.teacher, m.teacher_layers) as t_found:
+            t_logits = self.teacher_logits(x)
+        s_feats = [s_found[p] for p in m.student_layers]
+        return s_logits, t_logits, s_feats, [t_found[p] for p in m.teacher_layers]
+
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         x, y = batch[0], batch[1]
-        t_logits = self._teacher_for(batch, "train")
-        s_logits = self.student(x)
-        terms = distillation_terms(s_logits, t_logits, y, self.temperature, self.alpha)
+        if self.method.needs_features:  # never with cached logits (refused in __init__)
+            s_logits, t_logits, s_feats, t_feats = self._forward_with_features(x)
+        else:
+            t_logits = self._teacher_for(batch, "train")
+            s_logits, s_feats, t_feats = self.student(x), [], []
+        out = self.method(s_logits, t_logits, y, s_feats, t_feats, epoch=self.current_epoch)
         # sync_dist: averaged over DDP ranks like the metric objects (a no-op on one process)
-        self.log(
-            "train/loss", terms.loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True
-        )
+        self.log("train/loss", out.loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log_dict(
-            {"train/kd_loss": terms.kd, "train/ce_loss": terms.ce},
+            {f"train/{name}": value for name, value in out.terms.items()},
             on_step=True,
             on_epoch=True,
             sync_dist=True,
         )
         self.train_acc.update(s_logits, y)
-        return terms.loss
+        return out.loss
 
     def epoch_metrics(self, split: str) -> Mapping[str, Metric]:
         return {"acc": self.train_acc} if split == "train" else dict(self.eval_metrics[split])
@@ -354,7 +402,7 @@ class DistillationModule(_SupervisedModule):
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
-    # --- checkpoints hold the student only -----------------------------------------------------
+    # --- checkpoints hold the student (and the method's connectors), never the teacher ---------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         state = checkpoint["state_dict"]

@@ -3,6 +3,7 @@
     results.json     teacher / baseline / distilled metrics and costs, plus a summary (strict JSON)
     comparison.md    the side-by-side table the job prints
     student.pt       the distilled student's state dict (``torch.load(..., weights_only=True)``)
+    config.yaml      the resolved config the job ran with: rebuilds its models (kdl-export)
     failed.json      why the job stopped (error, signal, traceback), for the sweep report
     <stage>/result/  a finished stage's weights and metrics (checksummed), what resume=true reads
 
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from kdlightning.cache import DamagedEntry, load_entry, store_entry
@@ -69,11 +71,21 @@ def write_job(
     return table
 
 
+def write_config(output_dir: Path, cfg: Any) -> None:
+    """``config.yaml``: the job's config, resolved (paths absolute), so that any run directory,
+    in-process or from the CLI, can rebuild its student (``kdlightning.export``)."""
+    atomic_write(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+
 def summary(results: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
-    """The ``summary`` entry: compression and speed-up of the distilled student, and ``extra``."""
+    """The ``summary`` entry: compression and speed-up of the distilled student, its ``method``
+    (when the distilled stage recorded one), and ``extra``."""
     out = dict(extra)
     if "distilled" in results:
         out["compression"], out["speedup"] = ratios(results, "distilled")
+        # the distillation method (kd.method) the stage recorded, for kdl-report to group by
+        if "method" in results["distilled"]:
+            out.setdefault("method", results["distilled"]["method"])
     return out
 
 

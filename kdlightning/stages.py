@@ -28,7 +28,7 @@ from kdlightning.build import build_model, make_trainer, optimizer_factories
 from kdlightning.cache import StageCache, logits_key_inputs
 from kdlightning.checkpoints import load_weights
 from kdlightning.data.base import ClassificationDataModule
-from kdlightning.losses import check_alpha, check_temperature
+from kdlightning.methods import build_method
 from kdlightning.module import ClassifierModule, DistillationModule
 
 log = logging.getLogger(__name__)
@@ -228,26 +228,48 @@ def _cached_logits(job: Job) -> tuple[dict[str, Tensor], dict[str, Any]]:
 
 
 def distill_stage(job: Job) -> StageResult:
-    """Distill ``job.teacher`` into a fresh student: KD on every training sample, cross-entropy
-    on the labeled ones."""
+    """Distill ``job.teacher`` into a fresh student with the method ``kd.method`` names
+    (``kdlightning.methods``; ``dml``: ``kdlightning.mutual``): the distillation term on every
+    training sample, cross-entropy on the labeled ones."""
     cfg, dm = job.cfg, job.dm
+    method_name = cfg.kd.get("method", "kd")
+    if method_name == "dml":  # deep mutual learning: a cohort of students, no teacher
+        from kdlightning.mutual import mutual_stage  # lazy: kdlightning.mutual imports this module
+
+        return mutual_stage(job)
     if job.teacher is None:
         raise RuntimeError("distill_stage needs job.teacher: run teacher_stage first")
-    temperature, alpha = check_temperature(cfg.kd.temperature), check_alpha(cfg.kd.alpha)
     dm.setup("fit")
-    mode = teacher_logits_mode(cfg, dm)
+    L.seed_everything(cfg.seed, workers=True)
+    student = job.build("student")
+    # Built (and its layer paths probed) before anything else runs. fork_rng: initializing a
+    # connector must not move the global random state, so the student's dropout masks stay the
+    # baseline's. Feature methods read the teacher's layers: its logits are never cached then.
+    with torch.random.fork_rng(devices=[]):
+        method = build_method(cfg.kd, job.teacher, student, dm.input_shape)
+    mode = "online" if method.needs_features else teacher_logits_mode(cfg, dm)
+    if method.needs_features and cfg.kd.get("teacher_logits", "online") == "cached":
+        raise ValueError(cached_feature_message(method_name))
     logits, logits_info = (None, {"mode": "online"})
     if mode == "cached":
         logits, logits_info = _cached_logits(job)
-    log.info("Distilling the student (T=%g, alpha=%g, %s teacher logits)", temperature, alpha, mode)
-    L.seed_everything(cfg.seed, workers=True)
-    student = job.build("student")
+    log.info("Distilling the student (kd=%s, T=%g, %s teacher logits)", method_name,
+             method.temperature, mode)  # fmt: skip
     module = DistillationModule(
-        job.teacher, student, temperature, alpha, num_classes=dm.num_classes,
-        teacher_logits=logits, verify_cached=bool(cfg.kd.get("verify_cached_logits", False)),
+        job.teacher, student, num_classes=dm.num_classes, teacher_logits=logits,
+        verify_cached=bool(cfg.kd.get("verify_cached_logits", False)), method=method,
         **optimizer_factories(cfg),
     )  # fmt: skip
     dm.set_train_mode("transfer")
     metrics = fit_and_test(job.trainer("distilled"), module, dm, job.last_checkpoint("distilled"))
     warn_if_near_chance("student", metrics, dm.num_classes)
-    return student, {**metrics, "teacher_logits": logits_info}
+    return student, {**metrics, "method": method_name, "teacher_logits": logits_info}
+
+
+def cached_feature_message(method: str) -> str:
+    """Why ``kd.teacher_logits=cached`` cannot serve a feature method, and the fix."""
+    return (
+        f"kd.teacher_logits=cached with kd={method}: {method} reads the teacher's intermediate "
+        "layers on every batch, which stored logits do not hold. Use kd.teacher_logits=online "
+        "(or auto, which picks online for feature methods)."
+    )

@@ -21,7 +21,7 @@ import logging
 import netrc
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -150,6 +150,17 @@ def log_comparison(results: Mapping[str, Any]) -> None:
     run.log({"comparison": table})
     extra = {f"{key}/test/acc": results[key]["test/acc"] for key, _ in ROLES if key in results}
     run.summary.update({**extra, **results.get("summary", {})})
+
+
+def log_images(paths: Sequence[str | Path]) -> None:
+    """Log each PNG in ``paths`` as ``figures/<file stem>`` (a ``wandb.Image``) into the W&B
+    run still open, the distilled stage's; no-op when W&B is not in use."""
+    run = _open_run()
+    if run is None or not paths:
+        return
+    import wandb
+
+    run.log({f"figures/{Path(p).stem}": wandb.Image(str(p)) for p in paths})
 
 
 def _open_run() -> Any:

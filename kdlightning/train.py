@@ -10,12 +10,17 @@
     python -m kdlightning.train -m kd.temperature=1,2,4,8        # a Hydra multirun sweep
     python -m kdlightning.train -m +sweep=temperature_alpha seed=0,1,2   # T x alpha x seeds
     python -m kdlightning.report logs/distill/multiruns/<date>   # the sweep's report
+    python -m kdlightning.figures RUN_DIR                        # re-draw a run's figures
     python -m kdlightning.train --cfg job                        # print the composed config
+
+Text data (``experiment=lm_pydocs``, ``data=text_files``) runs the language-model stages of
+``kdlightning.lm`` instead, with the same cache, results and sweeps.
 
 The stages are in ``kdlightning.stages``; the teacher and the baseline come from
 ``kdlightning.cache`` when an earlier job with the same configs stored them; everything the job
 writes is written by ``kdlightning.results``. Returns the distilled student's validation
-accuracy (the teacher's for ``task=classify``), the value a Hydra sweeper optimizes.
+accuracy (the teacher's for ``task=classify``), the value a Hydra sweeper optimizes; for language
+models the validation bits per byte (lower is better: have the sweeper minimize it).
 """
 
 from __future__ import annotations
@@ -37,8 +42,11 @@ from kdlightning import results as results_io
 from kdlightning import tracking
 from kdlightning.cache import StageCache
 from kdlightning.distributed import is_global_zero, job_scope, relaunch_safe
+from kdlightning.figures import write_figures
 from kdlightning.interrupts import Interrupted, on_signals, signal_of
-from kdlightning.measure import measure_model
+from kdlightning.lm import compare as lm_compare
+from kdlightning.lm import stages as lm
+from kdlightning.measure import benchmark_settings, measure_costs
 from kdlightning.resolvers import register_resolvers
 from kdlightning.stages import Job, baseline_stage, distill_stage, teacher_stage
 from kdlightning.validate import check_config
@@ -71,8 +79,8 @@ def check_task(task: str) -> str:
 
 
 def _cost(cfg: DictConfig, model: torch.nn.Module, job: Job) -> dict[str, Any]:
-    b = cfg.benchmark
-    return measure_model(model, job.dm.input_shape, b.batch_size, b.warmup, b.repeats)
+    # every model timed in this one process, so the table's speed-ups compare like with like
+    return measure_costs(model, job.dm.input_shape, **benchmark_settings(cfg.benchmark))
 
 
 def run(cfg: DictConfig, output_dir: Path, trainers: list | None = None) -> dict[str, Any]:
@@ -91,14 +99,20 @@ def run(cfg: DictConfig, output_dir: Path, trainers: list | None = None) -> dict
             f"{output_dir} already holds a run ({', '.join(earlier[:4])}); pass resume=true to "
             "continue it, or choose another hydra.run.dir (nothing was overwritten)"
         )
+    if is_global_zero():
+        results_io.write_config(output_dir, cfg)  # what kdl-export rebuilds the student from
     with StageCache(cfg, output_dir) as cache:
         dm = instantiate(cfg.data)
-        job = Job(cfg, dm, output_dir, cache, [] if trainers is None else trainers, resume=resume)
-        stages = {"teacher": teacher_stage}
+        lm.check_data_and_method(cfg, dm)
+        text = lm.is_text_data(dm)  # a language model: kdlightning.lm's job, stages and table
+        job = (lm.LMJob if text else Job)(
+            cfg, dm, output_dir, cache, [] if trainers is None else trainers, resume=resume
+        )
+        stages = {"teacher": lm.teacher_stage if text else teacher_stage}
         if task == "distill":
             if cfg.get("baseline", True):
-                stages["baseline"] = baseline_stage
-            stages["distilled"] = distill_stage
+                stages["baseline"] = lm.baseline_stage if text else baseline_stage
+            stages["distilled"] = lm.distill_stage if text else distill_stage
         models, results = {}, {}
         for name, stage in stages.items():
             role = "teacher" if name == "teacher" else "student"
@@ -119,10 +133,18 @@ def run(cfg: DictConfig, output_dir: Path, trainers: list | None = None) -> dict
     if not is_global_zero():  # the other ranks trained with rank 0; it alone measures and writes
         return results
     for name, model in models.items():
-        results[name].update(_cost(cfg, model, job))
+        results[name].update(lm_compare.lm_costs(model, dm) if text else _cost(cfg, model, job))
+    if task == "distill" and cfg.get("export"):  # export=onnx|all: checked files, ORT latency
+        from kdlightning.export import export_job
+
+        results["distilled"].update(export_job(cfg, models["distilled"], job.dm, output_dir))
     extra: dict[str, Any] = {"task": task, "seed": int(cfg.seed)}
     if task == "distill":
-        extra.update(temperature=float(cfg.kd.temperature), alpha=float(cfg.kd.alpha))
+        extra["temperature"] = float(cfg.kd.temperature)
+        if cfg.kd.get("alpha") is not None:  # kd=dml has no alpha (conf/kd/dml.yaml says why)
+            extra["alpha"] = float(cfg.kd.alpha)
+        if text:
+            extra["method"] = str(cfg.kd.method)
     if cfg.data.get("num_labeled") is not None:
         extra["num_labeled"] = int(cfg.data.num_labeled)
     results["summary"] = results_io.summary(results, **extra)
@@ -130,13 +152,18 @@ def run(cfg: DictConfig, output_dir: Path, trainers: list | None = None) -> dict
     if task == "classify":
         weights["teacher.pt"] = models["teacher"]
         results["summary"]["state_dict"] = str(output_dir / "teacher.pt")
-    table = results_io.write_job(output_dir, results, weights)
-    tracking.log_comparison(results)
+    write = lm_compare.write_lm_job if text else results_io.write_job
+    table = write(output_dir, results, weights)
+    (lm_compare.log_lm_comparison if text else tracking.log_comparison)(results)
     print(f"\n{table}\n\nresults: {output_dir / results_io.RESULTS}")
     if task == "classify":
         best = results["teacher"].get("checkpoint") or output_dir / "teacher.pt"
         print(f"distill from it with: python -m kdlightning.train teacher.checkpoint={best} "
               "(and the same data/teacher config)")  # fmt: skip
+    # After results.json: a figure that fails is skipped with a log line, never loses results.
+    # figures=false saves their ~1.5 s (matplotlib rendering) in a job that needs none.
+    if not text and cfg.get("figures", True):
+        tracking.log_images(write_figures(output_dir, results, models["teacher"], dm))
     return results
 
 
@@ -161,7 +188,10 @@ def main(cfg: DictConfig) -> float:
             raise
         finally:
             tracking.finish()  # the next job of a multirun must not log into this job's last run
-    return float(results.get("distilled", results["teacher"])["val/acc"])
+    # what a sweeper optimizes: validation accuracy (higher is better), or for language models
+    # validation bits per byte (lower is better: minimize it)
+    best = results.get("distilled", results["teacher"])
+    return float(best["val/bpb"] if "val/bpb" in best else best["val/acc"])
 
 
 if __name__ == "__main__":

@@ -14,11 +14,12 @@ import inspect
 import math
 from typing import Any
 
-from hydra.utils import get_method
+from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from kdlightning.losses import check_alpha, check_temperature
-from kdlightning.stages import check_teacher_logits
+from kdlightning.methods import METHODS, build_method, method_params
+from kdlightning.stages import cached_feature_message, check_teacher_logits
 
 # Arguments every model builder receives from the data module, never from the config.
 FROM_DATA = ("num_classes", "input_shape")
@@ -74,6 +75,108 @@ def check_model_keys(cfg: DictConfig, role: str) -> None:
         )
 
 
+def known_methods() -> tuple[str, ...]:
+    """Every ``kd.method`` a job can run: ``kdlightning.methods``' own, deep mutual learning
+    (``kdlightning.mutual``) and the language-model methods (``kdlightning.lm``)."""
+    from kdlightning.lm.losses import LM_METHODS  # pure functions: a cheap import
+
+    return (*METHODS, "dml", *LM_METHODS)
+
+
+def check_kd(cfg: DictConfig) -> None:
+    """``kd.method`` is known and its hyperparameters are valid; cached teacher logits are not
+    asked of a feature method."""
+    kd = cfg.kd
+    method = kd.get("method", "kd")
+    if method not in known_methods():
+        raise ConfigError(
+            f"kd.method={method!r} is not a known distillation method; choose one of "
+            f"{', '.join(known_methods())} (kd=<name> picks conf/kd/<name>.yaml)"
+        )
+    if method in METHODS:
+        try:
+            method_params(kd)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        if METHODS[method] and kd.get("teacher_logits", "online") == "cached":
+            raise ConfigError(cached_feature_message(method))
+    else:  # dml and the language-model methods: a temperature, and alpha where they have one
+        checks = [("temperature", check_temperature)] + (
+            # alpha: null is absent (experiment=cifar100_dml unsets the KD recipe's alpha)
+            [("alpha", check_alpha)] if kd.get("alpha") is not None else []
+        )
+        for key, check in checks:
+            value = kd.get(key)
+            try:
+                check(value)
+            except ValueError as err:
+                raise ConfigError(f"kd.{key}={value!r}: {err}") from None
+    if method == "dml":
+        from kdlightning.mutual import check_num_students  # lazy: it imports kdlightning.stages
+
+        try:
+            check_num_students(kd.get("num_students", 2))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    if "teacher_logits" in kd:
+        try:
+            check_teacher_logits(kd.teacher_logits)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+
+
+def check_feature_layers(cfg: DictConfig) -> None:
+    """For a feature method: build the teacher and the student (untrained, CPU) for the data
+    and probe ``kd.student_layers`` / ``kd.teacher_layers`` with one dummy forward, so that a
+    wrong module path or shapes no connector bridges stop the job before the teacher trains.
+
+    Only the method's own errors are raised here: a model or data config that cannot be built
+    is left to the stages, which report it with their own messages.
+    """
+    if not METHODS.get(cfg.kd.get("method", "kd")):
+        return
+    try:
+        dm = instantiate(cfg.data)  # constructors read no data: shapes are class facts
+        shape, classes = tuple(dm.input_shape), int(dm.num_classes)
+        models = {}
+        for role in ("teacher", "student"):
+            model_cfg = cfg[role].model
+            if model_cfg.get("pretrained"):  # weights would be loaded (or fetched) for nothing
+                model_cfg = OmegaConf.merge(model_cfg, {"pretrained": False})
+            models[role] = instantiate(
+                model_cfg, num_classes=classes, input_shape=list(shape), _convert_="all"
+            )
+    except Exception:
+        return
+    try:
+        build_method(cfg.kd, models["teacher"], models["student"], shape)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def check_benchmark_and_export(cfg: DictConfig) -> None:
+    """``benchmark.*`` numbers and device; ``export`` one of null, onnx, all, for a classifier's
+    distillation (the file it would export is the distilled student)."""
+    for key, kind, low in (("batch_size", int, 1), ("threads", int, 1), ("warmup", int, 0),
+                           ("repeats", int, 1), ("min_run_time_s", float, 0)):  # fmt: skip
+        _number(cfg, f"benchmark.{key}", kind, low=low)
+    device = OmegaConf.select(cfg, "benchmark.device", default="auto")
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"benchmark.device={device!r} is not one of auto, cpu, cuda")
+    export = cfg.get("export")
+    if export is None:
+        return
+    if export not in ("onnx", "all"):
+        raise ConfigError(
+            f"export={export!r} is not one of null, onnx (student.onnx), all (student.onnx and "
+            "student.pt2); e.g. export=onnx"
+        )
+    if cfg.get("task", "distill") != "distill":
+        raise ConfigError(f"export={export} exports the distilled student: it needs task=distill")
+    if str(OmegaConf.select(cfg, "data._target_", default="")).startswith("kdlightning.lm."):
+        raise ConfigError(f"export={export} is for classifiers; leave it null for text data")
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first value that cannot work."""
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -85,16 +188,7 @@ def check_config(cfg: DictConfig) -> None:
         )
     _number(cfg, "seed", int)
     if cfg.get("task", "distill") == "distill":
-        for key, check in (("kd.temperature", check_temperature), ("kd.alpha", check_alpha)):
-            value = cfg.kd.get(key.split(".")[1])
-            try:
-                check(value)
-            except ValueError as err:
-                raise ConfigError(f"{key}={value!r}: {err}") from None
-        try:
-            check_teacher_logits(cfg.kd.get("teacher_logits", "online"))
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
+        check_kd(cfg)
     epochs = _number(cfg, "trainer.max_epochs", int)
     if epochs is not None and epochs < 1:
         raise ConfigError(
@@ -104,5 +198,8 @@ def check_config(cfg: DictConfig) -> None:
     _number(cfg, "data.batch_size", int, low=1)
     _number(cfg, "data.num_labeled", int, low=1)
     _number(cfg, "cache.lock_timeout_s", float, low=0)
+    check_benchmark_and_export(cfg)
     for role in ("teacher", "student"):
         check_model_keys(cfg, role)
+    if cfg.get("task", "distill") == "distill":
+        check_feature_layers(cfg)

@@ -271,6 +271,24 @@ def test_other_ranks_follow_rank_zeros_decision_without_the_lock(
     assert not (job / ".cache_decisions").exists()  # rank 0 cleaned up at the end of its job
 
 
+def test_a_rank_whose_key_differs_from_rank_zeros_stops_instead_of_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ranks that disagree on the key (other config or code) would wait forever: it says so."""
+    job = tmp_path / "job"
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("KDL_HYDRA_JOB", '{"token": "run-1"}')
+    with StageCache(config(cache_dir=tmp_path / "cache"), job) as rank0:
+        rank0.stage("teacher", Counter(), build)
+        monkeypatch.setenv("RANK", "1")
+        other = config("seed=7", cache_dir=tmp_path / "cache", rank_wait_s=20)
+        start = time.monotonic()
+        with pytest.raises(CacheError, match="different configs or package code"):
+            StageCache(other, job).stage("teacher", Counter(), build)
+        assert time.monotonic() - start < 5
+
+
 def first_weight(cache_dir: Path, cfg: DictConfig) -> torch.Tensor:
     tensors, _, _ = load_entry(cache_dir / "teacher" / cache_key(cfg, "teacher"))
     return tensors["weight"]

@@ -32,6 +32,7 @@ from kdlightning.build import (
     optimizer_factories,
 )
 from kdlightning.data.base import ClassificationDataModule
+from kdlightning.lm.data import TextDataModule
 from kdlightning.models import CIFAR_MODELS
 from kdlightning.resolvers import RUN_ID, register_resolvers
 
@@ -106,6 +107,9 @@ def test_every_option_composes_and_resolves(group: str, tmp_path: Path) -> None:
 def test_data_configs_instantiate(name: str, tmp_path: Path) -> None:
     cfg = compose([f"data={name}"])
     dm = instantiate(compose([f"data={name}", *_fill_missing(cfg, tmp_path)]).data)
+    if isinstance(dm, TextDataModule):  # language models: a vocabulary and a block size
+        assert dm.vocab_size >= 2 and dm.block_size >= 1
+        return
     assert isinstance(dm, ClassificationDataModule)
     assert dm.num_classes >= 2 and len(dm.input_shape) >= 1
 
@@ -307,7 +311,7 @@ def test_each_model_target_is_written_in_one_file() -> None:
     owners: dict[str, list[str]] = {}
     for path in sorted(CONF_DIR.rglob("*.yaml")):
         for line in path.read_text().splitlines():
-            if "_target_: kdlightning.models." in line:
+            if "_target_: kdlightning.models." in line or "_target_: kdlightning.lm.gpt." in line:
                 target = line.split("_target_:")[1].strip()
                 owners.setdefault(target, []).append(str(path.relative_to(CONF_DIR)))
     assert owners, "no model _target_ in conf/"

@@ -96,7 +96,7 @@ def test_ddp_multirun_runs_each_job_once_and_matches_one_process(tmp_path: Path)
         assert read_json(job / "results.json")["summary"]["temperature"] == temperature
         # rank 1 of this job ran exactly this job, in this directory, once
         rank1 = (job / "train_rank1.log").read_text()
-        assert rank1.count(f"Distilling the student (T={temperature},") == 1, rank1
+        assert rank1.count(f"Distilling the student (kd=kd, T={temperature},") == 1, rank1
     # job 1 loaded job 0's teacher, and so did its rank 1 (it trained nothing alone)
     assert read_json(jobs[1] / "results.json")["teacher"]["cache"]["hit"] is True
     assert "Training the teacher" not in (jobs[1] / "train_rank1.log").read_text()

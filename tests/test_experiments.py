@@ -3,13 +3,24 @@ a few steps of each on tiny files in the official formats."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import REPO_ROOT, run_job
+from conftest import compose as compose_job
 from fake_files import write_cifar, write_idx_dataset
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+
+from kdlightning.hooks import check_paths
+from kdlightning.methods import build_method
+from kdlightning.models import cifar_model
+from kdlightning.models.cifar import CIFAR_MODELS
+from kdlightning.module import DistillationModule
+from kdlightning.mutual import MutualLearningModule
+from kdlightning.validate import check_config
 
 CIFAR_EXPERIMENTS = {
     "cifar100_resnet32x4_resnet8x4": ("resnet32x4", "resnet8x4"),
@@ -153,3 +164,68 @@ def test_mnist1d_experiment_runs(tmp_path: Path) -> None:
     # the 1-D teacher's logits, cached and looked up by sample index, are the teacher's own
     assert distilled["teacher_logits"]["mode"] == "cached"
     assert distilled["test/teacher_acc"] == pytest.approx(teacher["test/acc"], abs=1e-6)
+
+
+# --- one CIFAR-100 experiment per distillation method (conf/experiment/cifar100_<method>.yaml) ---
+CIFAR_METHODS = ("kd", "dkd", "dist", "ls_kd", "fitnet", "at", "rkd", "pkt", "dml")
+PUBLISHED_PAIRS = (("resnet32x4", "resnet8x4"), ("wrn_40_2", "wrn_16_2"))
+
+
+def _pair(teacher: str, student: str) -> list[str]:
+    return [f"teacher.model.name={teacher}", f"student.model.name={student}"]
+
+
+@pytest.mark.parametrize("method", CIFAR_METHODS)
+def test_cifar100_method_experiments_keep_the_recipe_and_pass_validation(method: str) -> None:
+    """Each method's experiment is cifar100_base's recipe with that method's settings, and its
+    config checks pass for both published pairs (layer paths, hyperparameters)."""
+    for teacher, student in PUBLISHED_PAIRS:
+        cfg = compose_job([f"experiment=cifar100_{method}", *_pair(teacher, student)])
+        assert cfg.kd.method == method
+        assert (cfg.teacher.model.name, cfg.student.model.name) == (teacher, student)
+        assert cfg.optim.optimizer.lr == 0.05 and cfg.trainer.max_epochs == 240
+        assert cfg.data._target_ == "kdlightning.data.CIFAR100DataModule"
+        check_config(cfg)
+    # the recipe's KD alpha never leaks into a method that gives alpha another meaning or none
+    alpha = cfg.kd.get("alpha")
+    assert alpha == {"kd": 0.9, "dkd": 1.0, "dist": 1.0, "ls_kd": 9.0, "dml": None}.get(method, 0.0)
+
+
+def test_cifar100_feature_layers_exist_in_every_zoo_model() -> None:
+    models = {name: cifar_model(name, 100) for name in CIFAR_MODELS}
+    conf = REPO_ROOT / "conf" / "experiment"
+    for method in ("fitnet", "at"):
+        table = OmegaConf.load(conf / f"cifar100_{method}.yaml").cifar_layers
+        assert set(table) == set(CIFAR_MODELS), method  # every zoo model has its layers
+        for name, paths in table.items():
+            check_paths(models[name], list(paths), role=name)
+    for name, model in models.items():  # rkd and pkt: the pooled embedding
+        check_paths(model, ["pool"], role=name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", CIFAR_METHODS)
+def test_cifar100_method_experiments_train_a_step(method: str) -> None:
+    """One training step of each method's module, built from its experiment's config (the
+    full job on fake pickles: test_cifar100_experiments_run_a_few_steps_on_fake_pickles)."""
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    # the pair matters to the feature methods' layers only: the others take the first pair
+    pairs = PUBLISHED_PAIRS if method in ("fitnet", "at", "rkd", "pkt") else PUBLISHED_PAIRS[:1]
+    for teacher_name, student_name in pairs:
+        cfg = compose_job([f"experiment=cifar100_{method}", *_pair(teacher_name, student_name)])
+        torch.manual_seed(0)
+        teacher, student = cifar_model(teacher_name, 100), cifar_model(student_name, 100)
+        if method == "dml":
+            peer = cifar_model(student_name, 100)
+            module = MutualLearningModule([student, peer], cfg.kd.temperature)
+        else:
+            method_module = build_method(cfg.kd, teacher, student, (3, 32, 32))
+            module = DistillationModule(teacher, student, method=method_module)
+        module.train()
+        with warnings.catch_warnings():  # self.log outside a Trainer: a warning, no effect
+            warnings.simplefilter("ignore")
+            loss = module.training_step((x, y, torch.arange(4)), 0)
+        assert torch.isfinite(loss) and loss > 0, (method, teacher_name, float(loss))
+        loss.backward()
+        grads = [p.grad for p in student.parameters()]
+        assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)

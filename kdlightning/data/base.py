@@ -21,7 +21,7 @@ its labels. ``train_mode`` says what ``train_dataloader`` serves:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -166,6 +166,7 @@ class ClassificationDataModule(L.LightningDataModule):
     num_classes: int
     input_shape: tuple[int, ...]
     augments: bool = False
+    CLASS_NAMES: ClassVar[tuple[str, ...]] = ()  # in label order; empty: the class indices
 
     def __init__(
         self,
@@ -192,6 +193,12 @@ class ClassificationDataModule(L.LightningDataModule):
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
         self._labeled: Tensor | None = None
+
+    @property
+    def class_names(self) -> list[str]:
+        """One readable name per class, for figures: the subclass's ``CLASS_NAMES``, else "0",
+        "1", ... (the digit drawn, for the digit data sets)."""
+        return list(self.CLASS_NAMES) or [str(i) for i in range(self.num_classes)]
 
     # --- the labeled subset ---------------------------------------------------------------------
     def labeled_positions(self) -> Tensor | None:

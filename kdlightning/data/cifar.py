@@ -102,6 +102,12 @@ class _CIFARDataModule(ClassificationDataModule):
         self.check_md5 = bool(check_md5)
         self.augment = bool(augment)
         self.augments = self.augment  # random crops and flips: stored logits would not match
+        self.meta_names: list[str] = []  # the class names of the data set's meta file
+
+    @property
+    def class_names(self) -> list[str]:
+        """The meta file's names once set up (CIFAR-100's 100 fine classes), else CLASS_NAMES."""
+        return list(self.meta_names) or super().class_names
 
     def transforms(self, train: bool) -> transforms.Compose:
         """The training (augmenting) or evaluation transforms."""
@@ -198,6 +204,7 @@ class _CIFARDataModule(ClassificationDataModule):
                 f"expected {self.num_classes}"
             )
         test = self._dataset(train=False)
+        self.meta_names = list(full.classes)
         self.train_set, self.val_set, self.test_set = split_with_transforms(
             full, test, self.val_size, self.seed,
             self.transforms(train=True), self.transforms(train=False),
@@ -209,6 +216,9 @@ class CIFAR10DataModule(_CIFARDataModule):
 
     dataset_cls = datasets.CIFAR10
     num_classes = 10
+    # in label order (batches.meta); known before the files are read
+    CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")  # fmt: skip
     mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 

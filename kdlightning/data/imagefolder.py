@@ -216,6 +216,11 @@ class ImageFolderDataModule(ClassificationDataModule):
             "folder alike."
         )
 
+    @property
+    def class_names(self) -> list[str]:
+        """The training folder's class folders, in label order."""
+        return list(self.classes)
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return

@@ -266,6 +266,9 @@ class FashionMNISTDataModule(_IdxDataModule):
     dataset_cls = datasets.FashionMNIST
     mean, std = 0.2860, 0.3530  # statistics of the Fashion-MNIST training images
     default_system_dir = DEBIAN_FASHION_MNIST_DIR
+    # in label order (Xiao et al. 2017, arXiv:1708.07747)
+    CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot")  # fmt: skip
     install_hint = "On Debian/Ubuntu: apt-get install dataset-fashion-mnist. "
     reinstall_command = "apt-get install --reinstall dataset-fashion-mnist"
 

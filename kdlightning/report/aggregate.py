@@ -109,6 +109,9 @@ def _role_rows(members: Sequence[Job]) -> list[dict[str, Any]]:
                     "label": label,
                     "test_acc": _stats([m["test/acc"] for m in present if "test/acc" in m]),
                     "val_acc": _stats([m["val/acc"] for m in present if "val/acc" in m]),
+                    # language models (kdlightning.lm): bits per byte, lower is better
+                    "test_bpb": _stats([m["test/bpb"] for m in present if "test/bpb" in m]),
+                    "val_bpb": _stats([m["val/bpb"] for m in present if "val/bpb" in m]),
                     "params": sorted({int(m["params"]) for m in present if "params" in m}),
                 }
             )
@@ -117,15 +120,18 @@ def _role_rows(members: Sequence[Job]) -> list[dict[str, Any]]:
 
 def _paired_gain(members: Sequence[Job]) -> dict[str, float] | None:
     # Both students of one job share its seed (init and data order): a paired difference.
+    # Language models: the gain is in test bits per byte, alone − distilled (positive: KD better).
+    lm = any(job.metric("distilled", "test/bpb") is not None for job in members)
+    key, sign, scale = ("test/bpb", -1.0, 1.0) if lm else ("test/acc", 1.0, 100.0)
     gains = []
     for job in members:
-        kd, alone = job.metric("distilled", "test/acc"), job.metric("baseline", "test/acc")
+        kd, alone = job.metric("distilled", key), job.metric("baseline", key)
         if kd is not None and alone is not None:
-            gains.append(100 * (kd - alone))
+            gains.append(sign * scale * (kd - alone))
     if not gains:
         return None
     mean, std, n = _stats(gains)
-    return {"mean": mean, "std": std, "n": n, "wins": sum(g > 0 for g in gains)}
+    return {"mean": mean, "std": std, "n": n, "wins": sum(g > 0 for g in gains), "metric": key}
 
 
 def by_role(jobs: Iterable[Job]) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 # The axes the report averages over (seed) or lays out (temperature x alpha).
 AXES = ("kd.temperature", "kd.alpha", "seed")
 # What the report reads of each role in results.json.
-METRICS = ("test/acc", "val/acc", "test/agreement", "params")
+METRICS = ("test/acc", "val/acc", "test/agreement", "params", "test/bpb", "val/bpb")  # bpb: LMs
 ROLE_KEYS = ("teacher", "baseline", "distilled")
 
 

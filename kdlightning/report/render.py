@@ -135,6 +135,13 @@ def _mean_std_points(stats: tuple[float, float, int]) -> str:
     return f"{100 * mean:.2f} ± {100 * std:.2f}" if n > 1 else f"{100 * mean:.2f} ± -"
 
 
+def _mean_std_bpb(stats: tuple[float, float, int]) -> str:
+    mean, std, n = stats
+    if n == 0:
+        return "-"
+    return f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f} ± -"
+
+
 def _group_title(table: dict[str, Any]) -> str:
     parts = [table["setting"]] if table["setting"] else []
     if table["temperature"] is not None or table["alpha"] is not None:
@@ -146,10 +153,19 @@ def seed_table(table: dict[str, Any]) -> str:
     """One group of ``by_role``: seeds, the per-role table and the paired gain line."""
     seeds = ", ".join(num(s) for s in table["seeds"])
     lines = [f"seeds: [{seeds}] (n = {table['n']})", ""]
+    gain = table["gain"]
+    if gain is not None and gain.get("metric") == "test/bpb":  # language models: bits per byte
+        rows = [[r["label"], _mean_std_bpb(r["test_bpb"]), _mean_std_bpb(r["val_bpb"]),
+                 ", ".join(f"{p:,}" for p in r["params"]) or "-"]
+                for r in table["roles"]]  # fmt: skip
+        lines.append(markdown_table(["model", "test bpb", "val bpb", "params"], rows))
+        spread = f"{gain['std']:.4f}" if gain["n"] > 1 else "-"
+        lines += ["", f"alone − distilled, test bits per byte: {gain['mean']:.4f} ± {spread} "
+                      f"(distillation better in {gain['wins']} of {gain['n']} seeds)"]  # fmt: skip
+        return "\n".join(lines)
     rows = [[r["label"], _mean_std_points(r["test_acc"]), _mean_std_points(r["val_acc"]),
              ", ".join(f"{p:,}" for p in r["params"]) or "-"] for r in table["roles"]]  # fmt: skip
     lines.append(markdown_table(["model", "test acc (%)", "val acc (%)", "params"], rows))
-    gain = table["gain"]
     if gain is not None:
         spread = f"{gain['std']:.2f}" if gain["n"] > 1 else "-"
         lines += ["", f"distilled − alone, test acc: {gain['mean']:.2f} ± {spread} points "
@@ -163,7 +179,12 @@ def by_role_markdown(name: str, tables: Sequence[dict[str, Any]], jobs: Sequence
         f"# Seed tables: {name}",
         "",
         "Teacher, student alone and distilled student: mean ± sample std over seeds of each "
-        "stage's best-validation checkpoint, in %.",
+        "stage's best-validation checkpoint, "
+        + (
+            "in bits per byte (language models: lower is better)."
+            if any((t["gain"] or {}).get("metric") == "test/bpb" for t in tables)
+            else "in %."
+        ),
         "",
     ]
     if not tables:

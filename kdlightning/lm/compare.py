@@ -1,0 +1,136 @@
+"""The language-model comparison: loss, perplexity, bits per byte, size, speed and a sample.
+
+    from kdlightning.lm.compare import lm_costs, lm_table
+    results["distilled"].update(lm_costs(student, dm, cfg.benchmark))
+    print(lm_table(results))
+
+Bits per byte (bpb) is the loss in nats per token / ln 2 / UTF-8 bytes per token (1 for the
+byte-level default): comparable across tokenizers, unlike perplexity. Generation speed is the
+tokens per second of sampling ``sample_tokens`` new tokens one at a time from a fixed prompt
+(batch 1, CPU, no key/value cache: each step re-reads the whole context, as the GPT does).
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdlightning import results as results_io
+from kdlightning.compare import ROLES, markdown_table, ratios
+from kdlightning.lm.data import TextDataModule
+from kdlightning.lm.gpt import sample
+from kdlightning.measure import count_parameters, state_dict_bytes
+
+
+@torch.no_grad()
+def lm_costs(
+    model: nn.Module, dm: TextDataModule, sample_tokens: int = 64, repeats: int = 3, seed: int = 0
+) -> dict[str, Any]:
+    """``params``, ``size_bytes``, ``latency_ms`` (one forward of a full block, batch 1),
+    ``tokens_per_s`` (sampling) and ``sample`` (the prompt and its continuation, as text)."""
+    cpu = copy.deepcopy(model).to("cpu").eval()
+    block = dm.block_size
+    ids = torch.randint(0, dm.vocab_size, (1, block), generator=torch.Generator().manual_seed(0))
+    cpu(ids)  # warm-up: allocator and kernel choice settle
+    times = []
+    for _ in range(max(1, int(repeats))):
+        start = time.perf_counter()
+        cpu(ids)
+        times.append(time.perf_counter() - start)
+    prompt = dm.prompt(min(32, block // 2)).unsqueeze(0)
+    start = time.perf_counter()
+    out = sample(cpu, prompt, sample_tokens, block, temperature=0.8, top_k=20,
+                 generator=torch.Generator().manual_seed(int(seed)))  # fmt: skip
+    seconds = time.perf_counter() - start
+    return {
+        "params": count_parameters(model),
+        "size_bytes": state_dict_bytes(model),
+        "latency_ms": statistics.median(times) * 1000.0,
+        "tokens_per_s": sample_tokens / seconds,
+        "sample": {
+            "prompt": dm.tokenizer.decode(prompt[0].tolist()),
+            "continuation": dm.tokenizer.decode(out[0, prompt.shape[1] :].tolist()),
+        },
+    }
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _one_line(text: str, width: int = 70) -> str:
+    flat = " ".join(text.replace("`", "'").split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def lm_title(results: Mapping[str, Any]) -> str:
+    s = results.get("summary", {})
+    if s.get("task") == "classify":
+        return "The teacher language model trained alone (task=classify)"
+    return (
+        f"Token-level distillation ({s.get('method', '?')}, T={s.get('temperature', '?'):g}, "
+        f"alpha={s.get('alpha', '?'):g}, seed {s.get('seed')})"
+    )
+
+
+def lm_table(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """Markdown table per model, then one short sample per model."""
+    headers = ["model", "test bpb", "val bpb", "test ppl", "test loss", "params", "size (KiB)",
+               "tokens/s", "compression", "fit (s)"]  # fmt: skip
+    rows, samples = [], []
+    for key, label in ROLES:
+        if key not in results:
+            continue
+        r = results[key]
+        compression, _ = ratios(results, key)
+        rows.append([
+            label, _fmt(r.get("test/bpb"), ".4f"), _fmt(r.get("val/bpb"), ".4f"),
+            _fmt(r.get("test/ppl"), ".3f"), _fmt(r.get("test/loss"), ".4f"), f"{r['params']:,}",
+            f"{r['size_bytes'] / 1024:.1f}", _fmt(r.get("tokens_per_s"), ".0f"),
+            f"{compression:.1f}x", _fmt(r.get("fit_seconds"), ".1f"),
+        ])  # fmt: skip
+        if r.get("sample"):
+            prompt, cont = r["sample"]["prompt"], r["sample"]["continuation"]
+            samples.append(f"- {label}: `{_one_line(prompt, 30)}` → `{_one_line(cont)}`")
+    text = markdown_table(headers, rows)
+    return text + ("\n\nSamples (T=0.8, top-k 20):\n" + "\n".join(samples) if samples else "")
+
+
+def write_lm_job(
+    output_dir: Path, results: dict[str, Any], weights: Mapping[str, nn.Module] | None = None
+) -> str:
+    """``results.json``, ``comparison.md`` and the ``weights`` files, as ``kdlightning.results``
+    writes them for images, with the LM table; returns the table."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for name, model in (weights or {}).items():
+        tmp = output_dir / f".{name}.tmp"
+        torch.save(model.state_dict(), tmp)
+        tmp.replace(output_dir / name)
+    results_io.write_json(output_dir / results_io.RESULTS, results)
+    table = f"{lm_title(results)}\n\n{lm_table(results)}"
+    results_io.atomic_write(output_dir / "comparison.md", table + "\n")
+    return table
+
+
+def log_lm_comparison(results: Mapping[str, Any]) -> None:
+    """The comparison as a ``wandb.Table`` in the open W&B run; no-op without W&B."""
+    wandb = sys.modules.get("wandb")  # not imported: no run can be open
+    if wandb is None or wandb.run is None:
+        return
+    columns = ["model", "test/bpb", "val/bpb", "test/ppl", "params", "size_bytes", "tokens_per_s"]
+    table = wandb.Table(columns=columns)
+    for key, label in ROLES:
+        if key in results:
+            r = results[key]
+            table.add_data(label, *(r.get(c) for c in columns[1:]))
+    wandb.run.log({"comparison": table})
+    extra = {f"{key}/test/bpb": results[key].get("test/bpb") for key, _ in ROLES if key in results}
+    wandb.run.summary.update({**extra, **{k: v for k, v in results.get("summary", {}).items()}})

@@ -1,0 +1,227 @@
+"""Token-level distillation losses for causal language models: pure functions, masked, chunked.
+
+Every function takes aligned ``(batch, seq, vocab)`` logits (position ``i`` predicts token
+``i + 1``; the data module shifts) and a ``(batch, seq)`` mask that is true on the tokens to
+score: padding after a document's end and the prompt of instruction data are false. Each returns
+the **per-token mean** over masked tokens, so adding padding never changes the value::
+
+    >>> import torch
+    >>> from kdlightning.lm.losses import forward_kl, next_token_ce
+    >>> s, t = torch.randn(2, 5, 256), torch.randn(2, 5, 256)
+    >>> mask = torch.ones(2, 5, dtype=torch.bool)
+    >>> forward_kl(s, t, mask, temperature=2.0, chunk_size=2).shape
+    torch.Size([])
+
+Divergences (each on ``logits / T``, times ``T^2`` as in Hinton et al. 2015, arXiv 1503.02531):
+
+* :func:`forward_kl` ``KL(p_t || p_s)``: the token-level KD of torchtune's recipe and of
+  ``kdlightning.losses.kd_loss``, with a mask;
+* :func:`reverse_kl` ``KL(p_s || p_t)``: mode-seeking, argued for by MiniLLM (Gu et al. 2023,
+  arXiv 2306.08543);
+* :func:`generalized_jsd` with ``beta`` (GKD, Agarwal et al. 2023, arXiv 2306.13649, TRL's
+  convention): ``beta * KL(p_t || m) + (1 - beta) * KL(p_s || m)``,
+  ``m = beta * p_t + (1 - beta) * p_s``; ``beta=0`` is forward KL and ``beta=1`` reverse KL.
+
+Memory: ``chunk_size`` positions are scored at a time, and under autograd each chunk is
+checkpointed (``torch.utils.checkpoint``): the float32 log-probabilities of teacher and student
+exist for one chunk at a time, in the forward and again in the backward, instead of for the
+whole ``batch x seq x vocab`` (torchtune's chunked losses chunk the same way).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from kdlightning.losses import check_temperature
+
+__all__ = [
+    "LM_METHODS",
+    "divergence",
+    "forward_kl",
+    "generalized_jsd",
+    "masked_mean",
+    "next_token_ce",
+    "reverse_kl",
+]
+
+#: The ``kd.method`` names of the token-level losses (``conf/kd/<name>.yaml``).
+LM_METHODS = ("forward_kl", "reverse_kl", "jsd")
+
+# per-token divergence of (student log-probs, teacher log-probs) -> (batch, chunk)
+TokenFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def _check(student_logits: Tensor, other: Tensor, mask: Tensor) -> None:
+    if student_logits.ndim != 3:
+        raise ValueError(
+            f"logits must be (batch, seq, vocab), got shape {tuple(student_logits.shape)}"
+        )
+    if other.shape[:2] != student_logits.shape[:2] or (
+        other.ndim == 3 and other.shape != student_logits.shape
+    ):
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits / targets "
+            f"{tuple(other.shape)} do not match; teacher and student must share the vocabulary"
+        )
+    if mask.shape != student_logits.shape[:2]:
+        raise ValueError(
+            f"mask must be (batch, seq) = {tuple(student_logits.shape[:2])}, "
+            f"got {tuple(mask.shape)}"
+        )
+
+
+def masked_mean(per_token: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``per_token`` over the true entries of ``mask`` (0 when none is true)."""
+    m = mask.bool()
+    return torch.where(m, per_token, 0.0).sum() / m.sum().clamp_min(1)
+
+
+def _chunked_sum(
+    fn: Callable[..., Tensor], tensors: tuple[Tensor, ...], mask: Tensor, chunk_size: int | None
+) -> Tensor:
+    """Sum over masked positions of ``fn(*chunk)`` (per token), one sequence chunk at a time."""
+    seq = mask.shape[1]
+    step = seq if not chunk_size or chunk_size >= seq else int(chunk_size)
+    if step < 1:
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+    total = torch.zeros((), device=mask.device, dtype=torch.float32)
+    for start in range(0, seq, step):
+        parts = tuple(x[:, start : start + step] for x in tensors)
+        m = mask[:, start : start + step].bool()
+        if torch.is_grad_enabled() and step < seq:
+            # Recompute the chunk's float32 log-probabilities in the backward instead of keeping
+            # them: only the (batch, chunk) result and the input slices stay alive.
+            per_token = checkpoint(fn, *parts, use_reentrant=False)
+        else:
+            per_token = fn(*parts)
+        # where, not a product: a masked position's value never reaches the sum, not even inf
+        total = total + torch.where(m, per_token, 0.0).sum()
+    return total
+
+
+def divergence(
+    token_fn: TokenFn,
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    mask: Tensor,
+    temperature: float = 1.0,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """``T^2`` times the per-token mean of ``token_fn(log p_s, log p_t)`` over masked tokens."""
+    t = check_temperature(temperature)
+    _check(student_logits, teacher_logits, mask)
+
+    def per_token(s: Tensor, te: Tensor) -> Tensor:
+        log_p_s = F.log_softmax(s.float() / t, dim=-1)
+        log_p_t = F.log_softmax(te.float() / t, dim=-1)
+        return token_fn(log_p_s, log_p_t)
+
+    total = _chunked_sum(per_token, (student_logits, teacher_logits), mask, chunk_size)
+    return total / mask.float().sum().clamp_min(1.0) * (t * t)
+
+
+def _kl(log_p: Tensor, log_q: Tensor) -> Tensor:
+    """``KL(p || q)`` per token from log-probabilities (0 * log 0 counted as 0)."""
+    return F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(-1)
+
+
+def forward_kl(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    mask: Tensor,
+    temperature: float = 1.0,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """``T^2 * KL(softmax(t/T) || softmax(s/T))``, per-token mean over ``mask``."""
+    return divergence(
+        lambda s, t: _kl(t, s), student_logits, teacher_logits, mask, temperature, chunk_size
+    )
+
+
+def reverse_kl(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    mask: Tensor,
+    temperature: float = 1.0,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """``T^2 * KL(softmax(s/T) || softmax(t/T))`` (MiniLLM's direction), per-token mean."""
+    return divergence(
+        lambda s, t: _kl(s, t), student_logits, teacher_logits, mask, temperature, chunk_size
+    )
+
+
+def check_beta(beta: float) -> float:
+    """Return ``beta`` as a float, or raise ``ValueError`` unless it lies in [0, 1]."""
+    try:
+        b = float(beta)
+    except (TypeError, ValueError):
+        b = math.nan
+    if not 0.0 <= b <= 1.0:
+        raise ValueError(
+            f"beta must lie in [0, 1] (0: forward KL, 1: reverse KL, 0.5: symmetric JSD), "
+            f"got {beta!r}; set kd.beta=0.5"
+        )
+    return b
+
+
+def generalized_jsd(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    mask: Tensor,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """GKD's generalized JSD: ``beta KL(p_t||m) + (1-beta) KL(p_s||m)``, ``m = beta p_t +
+    (1-beta) p_s``; ``beta=0`` gives :func:`forward_kl`, ``beta=1`` :func:`reverse_kl`."""
+    b = check_beta(beta)
+    if b == 0.0:  # the mixture is the student itself: the limit TRL takes is forward KL
+        return forward_kl(student_logits, teacher_logits, mask, temperature, chunk_size)
+    if b == 1.0:
+        return reverse_kl(student_logits, teacher_logits, mask, temperature, chunk_size)
+    log_b, log_1b = math.log(b), math.log1p(-b)
+
+    def jsd(log_p_s: Tensor, log_p_t: Tensor) -> Tensor:
+        log_m = torch.logaddexp(log_p_t + log_b, log_p_s + log_1b)
+        return b * _kl(log_p_t, log_m) + (1.0 - b) * _kl(log_p_s, log_m)
+
+    return divergence(jsd, student_logits, teacher_logits, mask, temperature, chunk_size)
+
+
+def next_token_ce(
+    logits: Tensor, targets: Tensor, mask: Tensor, chunk_size: int | None = None
+) -> Tensor:
+    """Cross-entropy of ``logits`` against the next ``targets``, per-token mean over ``mask``."""
+    _check(logits, targets, mask)
+
+    def per_token(z: Tensor, y: Tensor) -> Tensor:
+        flat = F.cross_entropy(z.float().flatten(0, 1), y.flatten(), reduction="none")
+        return flat.view(y.shape)
+
+    total = _chunked_sum(per_token, (logits, targets), mask, chunk_size)
+    return total / mask.float().sum().clamp_min(1.0)
+
+
+def lm_divergence(method: str, beta: float = 0.5) -> Callable[..., Tensor]:
+    """The divergence named by ``kd.method`` (``forward_kl``, ``reverse_kl`` or ``jsd``) as a
+    function ``(student_logits, teacher_logits, mask, temperature, chunk_size) -> Tensor``."""
+    if method == "forward_kl":
+        return forward_kl
+    if method == "reverse_kl":
+        return reverse_kl
+    if method == "jsd":
+        b = check_beta(beta)
+        return lambda s, t, m, temperature=1.0, chunk_size=None: generalized_jsd(
+            s, t, m, b, temperature, chunk_size
+        )
+    raise ValueError(
+        f"kd.method={method!r} is not a language-model method; use kd=forward_kl, "
+        f"kd=reverse_kl or kd=jsd ({', '.join(LM_METHODS)})"
+    )

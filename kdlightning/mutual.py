@@ -1,0 +1,241 @@
+"""Deep mutual learning (``kd=dml``): a cohort of students that teach each other, no teacher.
+
+Zhang, Xiang, Hospedales & Lu (2018), "Deep Mutual Learning", CVPR, arXiv 1706.00384. Student
+``i`` of a cohort of ``K`` minimizes its cross-entropy plus the mean KL divergence from each
+peer's (detached) prediction to its own (the paper's eq. 10)::
+
+    L_i = CE(s_i, y) + 1/(K-1) * sum_{j != i} T^2 * KL(softmax(s_j / T) || softmax(s_i / T))
+
+From Python::
+
+    import lightning as L
+    from kdlightning.mutual import MutualLearningModule
+    module = MutualLearningModule([student_a, student_b], temperature=1.0)
+    L.Trainer(max_epochs=10).fit(module, datamodule)
+    module.students[0]  # the student the job reports and ships
+
+From the command line: ``python -m kdlightning.train kd=dml`` (``conf/kd/dml.yaml``); the job's
+distilled entry is student 0, which starts from the baseline's initial weights. Samples without
+a label (target ``UNLABELED``, the transfer set) get the mutual term only: that is how DML uses
+unlabeled data. Logged keys: ``train/{loss,ce_loss,dml_loss,acc}``, ``train/loss_<i>``,
+``{val,test}/acc`` (student 0), ``{val,test}/acc_<i>`` (the peers), ``{val,test}/agreement``
+(student 0's top-1 against student 1's) and ``{val,test}/loss`` (student 0's cross-entropy).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import lightning as L
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import Tensor, nn
+from torchmetrics import MeanMetric, Metric
+
+from kdlightning.build import optimizer_factories
+from kdlightning.data.base import UNLABELED
+from kdlightning.losses import check_temperature, kd_loss
+from kdlightning.module import (
+    Batch,
+    OptimizerFactory,
+    SchedulerFactory,
+    _infer_num_classes,
+    _SupervisedModule,
+)
+from kdlightning.stages import Job, StageResult, fit_and_test, warn_if_near_chance
+
+__all__ = [
+    "MutualLearningModule",
+    "MutualTerms",
+    "check_num_students",
+    "mutual_stage",
+    "mutual_terms",
+]
+
+log = logging.getLogger(__name__)
+
+
+class MutualTerms(NamedTuple):
+    """One student's objective and the two terms it is made of (each a scalar tensor)."""
+
+    loss: Tensor
+    ce: Tensor
+    dml: Tensor
+
+
+def check_num_students(value: object) -> int:
+    """Return ``value`` as an int, or raise ``ValueError`` unless it is an integer >= 2."""
+    try:
+        k = int(value)  # type: ignore[call-overload]
+        ok = k == float(value) and k >= 2  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"kd.num_students={value!r}: deep mutual learning needs a cohort of at least 2 "
+            "students; set kd.num_students=2 (the paper's setting)"
+        )
+    return k
+
+
+def mutual_terms(
+    logits: Sequence[Tensor], targets: Tensor, temperature: float = 1.0
+) -> list[MutualTerms]:
+    """Each student's DML objective from the cohort's logits on one batch (math only).
+
+    Peers' predictions enter as constants (detached), as in the paper, where each network is
+    updated with the others' current predictions as targets. Targets < 0 carry no label: the
+    cross-entropy averages over the labeled samples (0, not NaN, when none is), the mutual KL
+    over all of them. The KL term is :func:`kdlightning.losses.kd_loss` (T^2-scaled, float32).
+    """
+    k = len(logits)
+    if k < 2:
+        raise ValueError(f"mutual learning needs at least 2 students' logits, got {k}")
+    t = check_temperature(temperature)
+    targets = targets.reshape(-1)
+    labeled = (targets >= 0).sum().clamp(min=1)
+    out = []
+    for i, s in enumerate(logits):
+        ce = F.cross_entropy(s.float(), targets, ignore_index=UNLABELED, reduction="sum") / labeled
+        dml = sum(kd_loss(s, p.detach(), t) for j, p in enumerate(logits) if j != i) / (k - 1)
+        out.append(MutualTerms(loss=ce + dml, ce=ce, dml=dml))  # type: ignore[arg-type]
+    return out
+
+
+class MutualLearningModule(_SupervisedModule):
+    """Two or more ``students`` trained together by deep mutual learning (no frozen teacher).
+
+    ``students[0]`` is the one the job reports; every student is trained and checkpointed
+    (reload with ``MutualLearningModule.load_from_checkpoint(path, students=[...])``).
+    ``optimizer`` / ``scheduler`` are factories as for :class:`kdlightning.DistillationModule`.
+
+    One optimizer holds every student's parameters and steps them together. Each student's
+    loss sees its peers only through detached predictions, so the gradient of the summed loss
+    with respect to student i's weights is exactly the gradient of L_i: for per-parameter
+    optimizers (SGD, Adam, AdamW, with weight decay) one step on the sum equals K separate
+    optimizers each stepping on its own loss. It differs from the paper's Algorithm 1 in one
+    respect only: there, student 2's step uses student 1's prediction *after* student 1's update
+    of that same iteration (an alternating, Gauss-Seidel order that costs one more forward of
+    student 1 per step); here every student uses the peers' predictions from before the step
+    (a simultaneous, Jacobi order, as most re-implementations do). The order matters to
+    first order in the learning rate only; the simultaneous step is cheaper, symmetric in the
+    students and runs as one DDP all-reduce. (Global-norm gradient clipping would couple the
+    students: it clips the cohort's norm, not each student's.)
+    """
+
+    def __init__(
+        self,
+        students: Sequence[nn.Module],
+        temperature: float = 1.0,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        num_classes: int | None = None,
+    ) -> None:
+        students = list(students)
+        if len(students) < 2:
+            raise ValueError(
+                f"MutualLearningModule needs at least 2 students, got {len(students)}; "
+                "set kd.num_students=2 or more"
+            )
+        if len({id(s) for s in students}) != len(students):
+            raise ValueError(
+                "the students must be distinct modules (the same one was passed twice)"
+            )
+        super().__init__(num_classes or _infer_num_classes(students[0]), optimizer, scheduler)
+        self.temperature = check_temperature(temperature)
+        self.save_hyperparameters(ignore=["students", "optimizer", "scheduler"])
+        self.students = nn.ModuleList(students)
+        self.train_acc = self._accuracy()
+        self.eval_metrics = nn.ModuleDict({s: self._eval_metrics() for s in ("val", "test")})
+
+    def _eval_metrics(self) -> nn.ModuleDict:
+        peers = {f"acc_{i}": self._accuracy() for i in range(1, len(self.students))}
+        # agreement: student 0's predictions scored against student 1's
+        return nn.ModuleDict(
+            {"acc": self._accuracy(), **peers, "agreement": self._accuracy(), "loss": MeanMetric()}
+        )
+
+    def trainable_module(self) -> nn.Module:
+        return self.students  # every student: one optimizer (see the class docstring)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.students[0](x)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        x, y = batch[0], batch[1]
+        logits = [student(x) for student in self.students]
+        terms = mutual_terms(logits, y, self.temperature)
+        # The cohort's objective is the sum of the students' losses (each student's gradient is
+        # its own loss's); the logged terms are sums too, so train/loss = ce_loss + dml_loss.
+        loss = sum(t.loss for t in terms)
+        logged = {
+            "train/ce_loss": sum(t.ce for t in terms),
+            "train/dml_loss": sum(t.dml for t in terms),
+            **{f"train/loss_{i}": t.loss for i, t in enumerate(terms)},
+        }
+        # sync_dist: averaged over DDP ranks like the metric objects (a no-op on one process)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log_dict(logged, on_step=True, on_epoch=True, sync_dist=True)
+        self.train_acc.update(logits[0], y)
+        return loss  # type: ignore[return-value]
+
+    def epoch_metrics(self, split: str) -> Mapping[str, Metric]:
+        return {"acc": self.train_acc} if split == "train" else dict(self.eval_metrics[split])
+
+    def _eval_step(self, batch: Batch, split: str) -> None:
+        x, y = batch[0], batch[1]
+        logits = [student(x) for student in self.students]
+        m = self.eval_metrics[split]
+        m["acc"].update(logits[0], y)
+        for i in range(1, len(logits)):
+            m[f"acc_{i}"].update(logits[i], y)
+        m["agreement"].update(logits[0], logits[1].argmax(dim=-1))
+        m["loss"].update(F.cross_entropy(logits[0].float(), y), weight=y.shape[0])
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+
+def build_cohort(job: Job, num_students: int) -> list[nn.Module]:
+    """``num_students`` students from the student config; student 0 seeded as the baseline.
+
+    The peers come from seeds ``seed + 1, seed + 2, ...`` (different initial weights: identical
+    peers would agree from the start and teach each other nothing). Student 0 is built last,
+    right after ``seed_everything(seed)``, exactly as ``baseline_stage`` and ``distill_stage``
+    build theirs: same initial weights, and the same random state when training starts.
+    """
+    seed = int(job.cfg.seed)
+    peers = []
+    for i in range(1, num_students):
+        L.seed_everything(seed + i, workers=True)
+        peers.append(job.build("student"))
+    L.seed_everything(seed, workers=True)
+    return [job.build("student"), *peers]
+
+
+def mutual_stage(job: Job) -> StageResult:
+    """Train ``kd.num_students`` students by deep mutual learning on the transfer set; return
+    student 0 and its metrics (``method: dml``; the cohort's test accuracies under ``dml``).
+
+    ``job.teacher`` is not used: the teacher stage still runs, for the comparison table only.
+    """
+    cfg: DictConfig = job.cfg
+    dm = job.dm
+    temperature = check_temperature(cfg.kd.temperature)
+    k = check_num_students(cfg.kd.get("num_students", 2))
+    log.info("Deep mutual learning: %d students (T=%g), no teacher", k, temperature)
+    students = build_cohort(job, k)
+    module = MutualLearningModule(
+        students, temperature, num_classes=dm.num_classes, **optimizer_factories(cfg)
+    )
+    dm.set_train_mode("transfer")  # labeled samples get CE + KL, unlabeled ones the KL only
+    metrics = fit_and_test(job.trainer("distilled"), module, dm, job.last_checkpoint("distilled"))
+    warn_if_near_chance("student", metrics, dm.num_classes)
+    cohort = [metrics["test/acc"], *(metrics[f"test/acc_{i}"] for i in range(1, k))]
+    info: dict[str, Any] = {"num_students": k, "temperature": temperature, "test_acc": cohort}
+    return students[0], {**metrics, "method": "dml", "dml": info}

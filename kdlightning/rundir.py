@@ -1,0 +1,123 @@
+"""A finished job's run directory read back: its config, data, and models, for tools that come
+after the job (``kdl-export``, ``benchmarks/latency.py``).
+
+    from kdlightning.rundir import load_run, load_stage_model, split_inputs
+    run = load_run("logs/distill/runs/<dir>")     # config.yaml + student.pt, checked
+    run.student, run.dm, run.cfg                  # the distilled student (eval mode), its data
+    teacher = load_stage_model(run, "teacher")    # from <dir>/teacher/result (checksummed)
+    x = split_inputs(run.dm, max_samples=1024)    # real test inputs
+
+Every job writes ``config.yaml`` (the resolved config it ran with, ``kdlightning.results``); a
+CLI run from before that has Hydra's ``.hydra/config.yaml``, resolved here against its
+``.hydra/hydra.yaml``. Weights are read with ``torch.load(weights_only=True)`` only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from kdlightning.build import build_model
+from kdlightning.cache import DamagedEntry
+from kdlightning.results import load_stage
+
+
+class RunDirError(ValueError):
+    """A folder that is not a usable run directory; the message says what to do instead."""
+
+
+@dataclass
+class Run:
+    """A run directory read back: its folder, resolved config, data module, distilled student."""
+
+    path: Path
+    cfg: DictConfig
+    dm: Any
+    student: nn.Module
+
+
+def load_config(run_dir: Path) -> DictConfig:
+    """The composed config a job ran with: ``config.yaml``, else Hydra's ``.hydra/config.yaml``."""
+    if (run_dir / "config.yaml").is_file():
+        return OmegaConf.load(run_dir / "config.yaml")
+    hydra_dir = run_dir / ".hydra"
+    if not (hydra_dir / "config.yaml").is_file() or not (hydra_dir / "hydra.yaml").is_file():
+        raise RunDirError(
+            f"{run_dir} has no config.yaml (nor .hydra/config.yaml): not a run directory of "
+            "the main job; pass the folder a `python -m kdlightning.train` job wrote"
+        )
+    # ${hydra:runtime.cwd} (data and log paths) must mean what it meant in that job: read it
+    # as a plain interpolation into that job's own .hydra/hydra.yaml
+    text = (hydra_dir / "config.yaml").read_text().replace("${hydra:", "${hydra.")
+    merged = OmegaConf.merge(OmegaConf.create(text), OmegaConf.load(hydra_dir / "hydra.yaml"))
+    plain = {k: merged[k] for k in merged if k != "hydra"}  # scalars come back resolved
+    return OmegaConf.create(
+        {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+         for k, v in plain.items()}
+    )  # fmt: skip
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """The distilled student of a ``task=distill`` run (``student.pt`` loaded, strict, eval
+    mode), its data module and config; :class:`RunDirError` names what is missing or wrong."""
+    path = Path(run_dir).expanduser()
+    if not path.is_dir():
+        raise RunDirError(f"run directory {path} does not exist")
+    cfg = load_config(path)
+    task = cfg.get("task", "distill")
+    if task != "distill":
+        raise RunDirError(
+            f"{path} is a task={task} run, not a distillation run: it has no distilled student "
+            "(its teacher's weights are in teacher.pt)"
+        )
+    weights = path / "student.pt"
+    if not weights.is_file():
+        raise RunDirError(
+            f"{path} has no student.pt: the job did not finish (see failed.json there, if any); "
+            f"run it to the end, or continue it with resume=true hydra.run.dir={path}"
+        )
+    dm = instantiate(cfg.data)
+    student = build_model(cfg.student.model, dm, "student")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        student.load_state_dict(state, strict=True)
+    except Exception as err:  # unpickling errors, truncation, wrong keys or shapes
+        raise RunDirError(
+            f"{weights} cannot be loaded into the student model {cfg.student.model._target_} "
+            f"that {path}'s config builds ({type(err).__name__}: {str(err)[:300]}): the file "
+            "is damaged or from another job; run the job again"
+        ) from None
+    return Run(path, cfg, dm, student.eval())
+
+
+def load_stage_model(run: Run, stage: str) -> nn.Module:
+    """The ``teacher`` or ``baseline`` model a run kept in ``<stage>/result`` (eval mode)."""
+    role = "teacher" if stage == "teacher" else "student"
+    try:
+        done = load_stage(run.path, stage, lambda: build_model(run.cfg[role].model, run.dm, role))
+    except DamagedEntry as err:
+        raise RunDirError(str(err)) from None
+    if done is None:
+        raise RunDirError(f"{run.path} has no {stage}/result: the job did not keep that stage")
+    return done[0].eval()
+
+
+def split_inputs(dm: Any, max_samples: int | None = 1024) -> Tensor:
+    """The first ``max_samples`` inputs of the data module's test split (all of it: ``None``)."""
+    dm.setup("test")
+    chunks, n = [], 0
+    for batch in dm.test_dataloader():
+        chunks.append(batch[0])
+        n += len(batch[0])
+        if max_samples is not None and n >= max_samples:
+            break
+    if not chunks:
+        raise RunDirError("the test split is empty: there are no inputs to run the models on")
+    x = torch.cat(chunks)
+    return x if max_samples is None else x[:max_samples]

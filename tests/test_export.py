@@ -1,0 +1,217 @@
+"""kdlightning.export: checked ONNX / torch.export files of the distilled student, loadable without
+the package; refused run directories; ``export=onnx`` in the main job."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import compose, read_json, run_job
+from torch import nn
+
+from kdlightning import export
+from kdlightning.export import (
+    EXPORTERS,
+    ExportError,
+    ExportMismatch,
+    compare_logits,
+    export_run,
+    export_student,
+)
+from kdlightning.models import MLP
+from kdlightning.rundir import RunDirError, load_config, load_run, split_inputs
+from kdlightning.validate import ConfigError, check_config
+
+
+@pytest.fixture(scope="module")
+def onnx_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real tiny main job (debug=fast, no baseline) with export=onnx at its end."""
+    root = tmp_path_factory.mktemp("export")
+    _, out = run_job(root, "export=onnx", "baseline=false", name="job")
+    return out
+
+
+def test_main_job_with_export_onnx_writes_checked_file_and_ort_latency(onnx_run: Path) -> None:
+    report = read_json(onnx_run / "export" / "export.json")
+    assert set(report["formats"]) == {"onnx"}  # export=onnx: no torch.export program
+    assert not (onnx_run / "export" / "student.pt2").exists()
+    onnx = report["formats"]["onnx"]
+    assert onnx["max_abs_diff"] <= report["atol"] and onnx["top1_agree"] == onnx["top1_total"]
+    assert onnx["top1_total"] == report["n_samples"] == 270  # the whole digits test split
+    distilled = read_json(onnx_run / "results.json")["distilled"]
+    for key in ("ort_latency_ms", "ort_latency_iqr_ms", "ort_latency_ms_b1"):
+        assert distilled[key] > 0 or key == "ort_latency_iqr_ms"
+    assert distilled["ort_latency_threads"] == distilled["latency_threads"] == 1
+    assert distilled["export"] == str(onnx_run / "export" / "export.json")
+    header, _, teacher, distilled_row = (onnx_run / "comparison.md").read_text().splitlines()[2:6]
+    assert "ORT ms b32 (IQR)" in header and "ms b1" in header
+    ort_column = header.split("|").index(" ORT ms b32 (IQR) ")
+    assert distilled_row.split("|")[ort_column].strip()[0].isdigit()
+    assert teacher.split("|")[ort_column].strip() == "-"  # only the student is exported
+
+
+@pytest.mark.slow
+def copy_run(run_dir: Path, to: Path) -> Path:
+    """What export_run reads of a run (config.yaml, student.pt), in a folder of its own."""
+    to.mkdir()
+    for name in ("config.yaml", "student.pt"):
+        shutil.copy(run_dir / name, to / name)
+    return to
+
+
+@pytest.mark.slow
+def test_exported_files_run_without_kdlightning_and_match_the_student(
+    onnx_run: Path, tmp_path: Path
+) -> None:
+    run_dir = copy_run(onnx_run, tmp_path / "run")
+    report = export_run(run_dir, atol=1e-4, max_samples=None)
+    files = {f: run_dir / "export" / report["formats"][f]["file"] for f in report["formats"]}
+    assert files["onnx"].name == "student.onnx" and files["torch_export"].name == "student.pt2"
+    for fmt, path in files.items():
+        assert report["formats"][fmt]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert report["versions"]["onnxruntime"] and report["formats"]["onnx"]["opset"] == 18
+    run = load_run(run_dir)
+    x = split_inputs(run.dm, max_samples=None)
+    np.save(tmp_path / "x.npy", x.numpy())
+    with torch.no_grad():
+        expected = run.student(x).numpy()
+    # A process in which kdlightning and Lightning cannot be imported at all.
+    script = textwrap.dedent(f"""
+        import sys
+        for name in ("kdlightning", "lightning", "pytorch_lightning"):
+            sys.modules[name] = None
+        import numpy as np, onnxruntime as ort, torch
+        x = np.load({str(tmp_path / "x.npy")!r})
+        session = ort.InferenceSession({str(files["onnx"])!r}, providers=["CPUExecutionProvider"])
+        np.save({str(tmp_path / "onnx.npy")!r}, session.run(None, {{"input": x}})[0])
+        program = torch.export.load({str(files["torch_export"])!r}).module()
+        np.save({str(tmp_path / "pt2.npy")!r}, program(torch.from_numpy(x)).detach().numpy())
+        assert "kdlightning" not in sys.modules or sys.modules["kdlightning"] is None
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("onnx", "pt2"):
+        got = np.load(tmp_path / f"{name}.npy")
+        assert got.shape == expected.shape == (270, 10)
+        assert np.abs(got - expected).max() < 1e-4, name
+        assert (got.argmax(1) == expected.argmax(1)).all(), name
+
+
+def tiny() -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    return MLP(num_classes=4, input_shape=(6,), hidden_sizes=[8]).eval(), torch.randn(20, 6)
+
+
+def test_a_mismatch_fails_loudly_and_leaves_no_valid_looking_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, x = tiny()
+    export_student(model, x, tmp_path, batch_size=8)  # an earlier, valid export in the folder
+    assert all((tmp_path / f).is_file() for f in ("student.onnx", "student.pt2", "export.json"))
+    name, exporter, run = EXPORTERS["torch_export"]
+    # ONNX passes, then the torch.export program's logits come back shifted by 0.5
+    monkeypatch.setitem(EXPORTERS, "torch_export", (name, exporter, lambda *a: run(*a) + 0.5))
+    message = r"torch_export .*: max \|logit difference\| 0\.5 \(tolerance atol=0\.0001\), top-1"
+    with pytest.raises(ExportMismatch, match=message + r".*nothing was kept"):
+        export_student(model, x, tmp_path, batch_size=8)
+    assert list(tmp_path.iterdir()) == []  # no file, no temporary left, the old export gone
+
+
+def test_compare_logits_counts_ties_and_fails_on_nan() -> None:
+    ref = np.array([[1.0, 0.0], [0.5, 0.50001]], np.float32)
+    flipped = ref[:, ::-1].copy()
+    assert compare_logits(ref, ref, 1e-4) == {"ok": True, "max_abs_diff": 0.0, "top1_agree": 2,
+                                              "top1_total": 2, "top1_ties": 1}  # fmt: skip
+    # the second row is a tie within tolerance: a flip there is no failure, the first row is
+    near = ref.copy()
+    near[1] = [0.50001, 0.5]
+    assert compare_logits(ref, near, 1e-4)["ok"] is True
+    assert compare_logits(ref, flipped, 0.4)["ok"] is False  # not a tie: margin 1 > 0.8
+    assert compare_logits(ref, np.full_like(ref, np.nan), 1e-4)["ok"] is False
+    assert compare_logits(ref, ref[:1], 1e-4)["ok"] is False
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_torchscript_fallback_for_models_torch_export_cannot_capture(tmp_path: Path) -> None:
+    class Branchy(nn.Module):  # Python control flow on a tensor value: torch.export refuses it
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(6, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x) if x.sum() > -1e9 else -self.fc(x)
+
+    report = export_student(Branchy(), torch.randn(10, 6), tmp_path, batch_size=4)
+    assert report["formats"]["torch_export"]["file"] == "student.ts"
+    assert "jit.trace" in report["formats"]["torch_export"]["exporter"]
+    assert "dynamo=False" in report["formats"]["onnx"]["exporter"]
+    assert (tmp_path / "student.ts").is_file() and not (tmp_path / "student.pt2").exists()
+    out = torch.jit.load(str(tmp_path / "student.ts"))(torch.ones(3, 6))
+    assert out.shape == (3, 3)
+
+
+def test_bad_run_directories_are_refused_clearly(onnx_run: Path, tmp_path: Path) -> None:
+    with pytest.raises(RunDirError, match="does not exist"):
+        export_run(tmp_path / "nowhere")
+    with pytest.raises(RunDirError, match=r"no config.yaml .*not a run directory"):
+        export_run(tmp_path)
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    shutil.copy(onnx_run / "config.yaml", unfinished / "config.yaml")
+    with pytest.raises(RunDirError, match=r"no student\.pt: the job did not finish"):
+        export_run(unfinished)
+    (unfinished / "student.pt").write_bytes((onnx_run / "student.pt").read_bytes()[:300])
+    with pytest.raises(RunDirError, match=r"student\.pt cannot be loaded .*damaged"):
+        export_run(unfinished)
+    torch.save({"other.weight": torch.zeros(1)}, unfinished / "student.pt")
+    with pytest.raises(RunDirError, match="damaged or from another job"):
+        export_run(unfinished)
+    classify = tmp_path / "classify"
+    classify.mkdir()
+    text = (onnx_run / "config.yaml").read_text().replace("task: distill", "task: classify")
+    (classify / "config.yaml").write_text(text)
+    with pytest.raises(RunDirError, match="task=classify run, not a distillation run"):
+        export_run(classify)
+    with pytest.raises(ExportError, match="unknown export format"):
+        export_run(onnx_run, formats=("tflite",))
+    assert export.main([str(tmp_path / "nowhere")]) == 1  # the CLI: a message, no traceback
+
+
+def test_export_config_values_are_checked_at_start_up() -> None:
+    with pytest.raises(ConfigError, match=r"export='tflite' is not one of null, onnx"):
+        check_config(compose(["export=tflite"]))
+    with pytest.raises(ConfigError, match="needs task=distill"):
+        check_config(compose(["export=onnx", "task=classify"]))
+    with pytest.raises(ConfigError, match=r"benchmark\.threads=0 must be >= 1"):
+        check_config(compose(["benchmark.threads=0"]))
+    check_config(compose(["export=all"]))
+
+
+def test_cli_prints_the_check(
+    onnx_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = copy_run(onnx_run, tmp_path / "run")
+    assert export.main([str(run_dir), "--formats", "onnx", "--max-samples", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "student.onnx" in out and "50/50" in out and "atol=0.0001" in out
+    assert json.loads((run_dir / "export" / "export.json").read_text())["n_samples"] == 50
+
+
+def test_a_cli_run_without_config_yaml_is_read_from_its_hydra_folder(tmp_path: Path) -> None:
+    hydra = tmp_path / ".hydra"
+    hydra.mkdir()
+    (hydra / "config.yaml").write_text(
+        "seed: 3\npaths:\n  root_dir: ${hydra:runtime.cwd}\n  data_dir: ${paths.root_dir}/data\n"
+    )
+    (hydra / "hydra.yaml").write_text("hydra:\n  runtime:\n    cwd: /somewhere\n")
+    cfg = load_config(tmp_path)
+    assert cfg.seed == 3 and cfg.paths.data_dir == "/somewhere/data" and "hydra" not in cfg

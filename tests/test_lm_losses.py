@@ -1,0 +1,152 @@
+"""Token-level LM losses: each against an explicit loop over tokens, masking, chunking."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdlightning.lm.losses import (
+    forward_kl,
+    generalized_jsd,
+    lm_divergence,
+    next_token_ce,
+    reverse_kl,
+)
+
+B, L, V = 3, 7, 11
+
+
+def _data(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(B, L, V, generator=g) * 2
+    t = torch.randn(B, L, V, generator=g) * 2
+    y = torch.randint(0, V, (B, L), generator=g)
+    mask = torch.rand(B, L, generator=g) > 0.3
+    mask[0, 0] = True
+    return s, t, y, mask
+
+
+def _loop(fn, s, t, mask, temperature):
+    """The reference: one token at a time with plain probabilities, averaged over the mask."""
+    total, n = 0.0, 0
+    for b in range(B):
+        for i in range(L):
+            if not mask[b, i]:
+                continue
+            p_s = torch.softmax(s[b, i].double() / temperature, -1)
+            p_t = torch.softmax(t[b, i].double() / temperature, -1)
+            total += fn(p_s, p_t).item()
+            n += 1
+    return total / n * temperature**2
+
+
+def _kl(p, q):
+    return (p * (p.log() - q.log())).sum()
+
+
+def _jsd(beta):
+    def fn(p_s, p_t):
+        m = beta * p_t + (1 - beta) * p_s
+        return beta * _kl(p_t, m) + (1 - beta) * _kl(p_s, m)
+
+    return fn
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+@pytest.mark.parametrize(
+    ("loss", "ref"),
+    [
+        (forward_kl, lambda p_s, p_t: _kl(p_t, p_s)),
+        (reverse_kl, lambda p_s, p_t: _kl(p_s, p_t)),
+        (lambda s, t, m, T: generalized_jsd(s, t, m, 0.3, T), _jsd(0.3)),
+        (lambda s, t, m, T: generalized_jsd(s, t, m, 0.5, T), _jsd(0.5)),
+    ],
+    ids=["forward_kl", "reverse_kl", "jsd0.3", "jsd0.5"],
+)
+def test_divergences_match_a_loop_over_tokens(loss, ref, temperature):
+    s, t, _, mask = _data()
+    got = loss(s, t, mask, temperature)
+    assert got.item() == pytest.approx(_loop(ref, s, t, mask, temperature), rel=1e-5)
+
+
+def test_jsd_ends_are_forward_and_reverse_kl():
+    s, t, _, mask = _data(1)
+    assert generalized_jsd(s, t, mask, 0.0) == forward_kl(s, t, mask)
+    assert generalized_jsd(s, t, mask, 1.0) == reverse_kl(s, t, mask)
+
+
+def test_next_token_ce_matches_a_loop():
+    s, _, y, mask = _data(2)
+    ref = [F.cross_entropy(s[b, i][None], y[b, i][None]).item()
+           for b in range(B) for i in range(L) if mask[b, i]]  # fmt: skip
+    assert next_token_ce(s, y, mask).item() == pytest.approx(sum(ref) / len(ref), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["forward_kl", "reverse_kl", "jsd", "ce"])
+def test_padding_and_prompt_tokens_change_nothing(name):
+    """Masked positions may hold anything (even inf); the per-token mean ignores their count."""
+    s, t, y, mask = _data(3)
+
+    def loss(s, t, y, m):
+        if name == "ce":
+            return next_token_ce(s, y, m)
+        return lm_divergence(name, 0.5)(s, t, m, 2.0)
+
+    base = loss(s, t, y, mask)
+    s2, t2 = s.clone(), t.clone()
+    s2[~mask], t2[~mask] = 1e4, -1e4  # garbage where the mask is false
+    assert torch.isfinite(loss(s2, t2, y, mask))
+    assert loss(s2, t2, y, mask).item() == pytest.approx(base.item(), rel=1e-6)
+    pad = 5  # more padding at the end of every row: same mean
+    s3 = torch.cat([s, torch.randn(B, pad, V)], 1)
+    t3 = torch.cat([t, torch.randn(B, pad, V)], 1)
+    y3 = torch.cat([y, torch.zeros(B, pad, dtype=torch.long)], 1)
+    m3 = torch.cat([mask, torch.zeros(B, pad, dtype=torch.bool)], 1)
+    assert loss(s3, t3, y3, m3).item() == pytest.approx(base.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["forward_kl", "reverse_kl", "jsd", "ce"])
+@pytest.mark.parametrize("chunk", [1, 3, 100])
+def test_chunked_equals_unchunked_values_and_gradients(name, chunk):
+    s, t, y, mask = _data(4)
+
+    def value_and_grad(chunk_size):
+        x = s.clone().requires_grad_(True)
+        if name == "ce":
+            out = next_token_ce(x, y, mask, chunk_size=chunk_size)
+        else:
+            out = lm_divergence(name, 0.4)(x, t, mask, 1.5, chunk_size)
+        out.backward()
+        return out.detach(), x.grad
+
+    v0, g0 = value_and_grad(None)
+    v1, g1 = value_and_grad(chunk)
+    torch.testing.assert_close(v1, v0, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(g1, g0, rtol=1e-5, atol=1e-7)
+
+
+def test_all_masked_is_zero_and_identical_is_zero():
+    s, t, y, mask = _data(5)
+    none = torch.zeros_like(mask)
+    assert forward_kl(s, t, none).item() == 0.0
+    assert next_token_ce(s, y, none).item() == 0.0
+    assert forward_kl(s, s, mask).item() == pytest.approx(0.0, abs=1e-6)
+    assert generalized_jsd(s, s, mask, 0.5).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_bad_arguments_name_the_fix():
+    s, t, _, mask = _data()
+    with pytest.raises(ValueError, match="share the vocabulary"):
+        forward_kl(s, t[..., :5], mask)
+    with pytest.raises(ValueError, match="beta must lie in"):
+        generalized_jsd(s, t, mask, 1.5)
+    with pytest.raises(ValueError, match="kd=forward_kl"):
+        lm_divergence("dkd")
+    with pytest.raises(ValueError, match="mask must be"):
+        forward_kl(s, t, mask[:, :3])
+    with pytest.raises(ValueError, match="temperature"):
+        forward_kl(s, t, mask, temperature=0.0)
+    assert math.isfinite(forward_kl(s.half(), t.half(), mask).item())  # computed in float32
