@@ -22,9 +22,10 @@ run: $(VENV)/.installed
 
 # One OpenMP thread per process unless set: the suite starts DDP and multirun processes side by
 # side, and spinning threads on two cores made small layers many times slower. -n auto: one
-# pytest-xdist worker per core (every test keeps to its own tmp_path, so they run side by side).
+# pytest-xdist worker per core (every test keeps to its own tmp_path, so they run side by side);
+# worksteal: an idle worker takes queued tests from the busy one (conftest.py starts slow ones first).
 test: $(VENV)/.installed
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -n auto $(ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -n auto --dist worksteal $(ARGS)
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

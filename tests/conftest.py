@@ -165,3 +165,13 @@ def exception_chain(err: BaseException) -> list[BaseException]:
         chain.append(current)
         current = current.__cause__ or current.__context__
     return chain
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    """Run the slow tests (subprocesses, DDP, notebooks) first, in their files' order.
+
+    Under pytest-xdist (``make test`` runs ``-n auto --dist worksteal``) a long test that starts
+    last keeps one core busy while the other has nothing left to do; started first, the short
+    ones fill the gaps around it.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: order kept
