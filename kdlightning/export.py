@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import logging
 import os
 import sys
@@ -49,7 +48,10 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from kdlightning.measure import Latency, latency_keys, time_call
+from kdlightning.cache import file_sha256
+from kdlightning.compare import markdown_table
+from kdlightning.measure import Latency, benchmark_settings, latency_keys, time_call
+from kdlightning.results import write_json
 from kdlightning.rundir import RunDirError, load_run, split_inputs
 
 log = logging.getLogger(__name__)
@@ -207,14 +209,6 @@ def compare_logits(reference: np.ndarray, exported: np.ndarray, atol: float) -> 
     }
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def versions() -> dict[str, str]:
     """torch, onnx, onnxruntime and onnxscript versions: what the files were made and run with."""
     import onnx
@@ -311,8 +305,6 @@ def export_student(
             }
         for tmp, final in temporary.items():
             os.replace(tmp, final)
-        from kdlightning.results import write_json
-
         write_json(out_dir / EXPORT_JSON, report)  # last: its presence means every file passed
     finally:
         for tmp in temporary:
@@ -372,8 +364,6 @@ def export_job(cfg: DictConfig, student: nn.Module, dm: Any, output_dir: Path) -
     """``export=onnx|all`` of the main job: export into ``output_dir/export``, then the keys the
     distilled student's results gain (ONNX Runtime latency at batch 1 and at the benchmark
     batch, with the benchmark's thread count, and the path of export.json)."""
-    from kdlightning.measure import benchmark_settings
-
     formats = EXPORT_CHOICES[str(cfg.export)]
     out = output_dir / "export"
     export_student(student, split_inputs(dm), out, formats, meta=_meta(cfg, dm, output_dir))
@@ -391,8 +381,6 @@ def export_job(cfg: DictConfig, student: nn.Module, dm: Any, output_dir: Path) -
 
 # --- command line -------------------------------------------------------------------------------
 def _summary(report: dict[str, Any]) -> str:
-    from kdlightning.compare import markdown_table
-
     rows = [
         [
             fmt,

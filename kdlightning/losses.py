@@ -44,6 +44,7 @@ __all__ = [
     "dkd_warmup",
     "hint_loss",
     "kd_loss",
+    "labeled_ce",
     "pkt_loss",
     "rkd_angle_loss",
     "rkd_distance_loss",
@@ -128,6 +129,17 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) 
     return kl * (t * t)
 
 
+def labeled_ce(logits: Tensor, targets: Tensor) -> Tensor:
+    """Cross-entropy averaged over the labeled samples (targets >= 0; -1 marks a sample without a
+    label, as in a transfer set): their summed loss over their count, 0, not NaN, if none is.
+    Leading dimensions beyond the batch (e.g. tokens) are flattened into the batch."""
+    targets = targets.reshape(-1)
+    total = F.cross_entropy(
+        logits.reshape(targets.shape[0], -1).float(), targets, ignore_index=-1, reduction="sum"
+    )
+    return total / (targets >= 0).sum().clamp(min=1)
+
+
 def distillation_terms(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -138,14 +150,8 @@ def distillation_terms(
     """The combined loss with its KD and cross-entropy terms, for logging each of them."""
     a = check_alpha(alpha)
     kd = kd_loss(student_logits, teacher_logits, temperature)
-    num_classes = student_logits.shape[-1]
-    targets = targets.reshape(-1)
-    # Targets < 0 have no label (a transfer set): the KD term covers them, cross-entropy does
-    # not. Sum over the labeled ones / their count (at least 1): 0, not NaN, when none is.
-    ce_sum = F.cross_entropy(
-        student_logits.reshape(-1, num_classes).float(), targets, ignore_index=-1, reduction="sum"
-    )
-    ce = ce_sum / (targets >= 0).sum().clamp(min=1)
+    # Targets < 0 have no label (a transfer set): the KD term covers them, cross-entropy does not.
+    ce = labeled_ce(student_logits, targets)
     return DistillationTerms(loss=a * kd + (1.0 - a) * ce, kd=kd, ce=ce)
 
 

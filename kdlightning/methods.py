@@ -40,7 +40,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdlightning.connectors import make_connector, pool_to
@@ -54,6 +53,7 @@ from kdlightning.losses import (
     dkd_warmup,
     hint_loss,
     kd_loss,
+    labeled_ce,
     pkt_loss,
     rkd_angle_loss,
     rkd_distance_loss,
@@ -84,15 +84,6 @@ class MethodOutput(NamedTuple):
 
     loss: Tensor
     terms: dict[str, Tensor]
-
-
-def labeled_ce(logits: Tensor, targets: Tensor) -> Tensor:
-    """Cross-entropy averaged over the labeled samples (targets >= 0); 0, not NaN, if none is."""
-    targets = targets.reshape(-1)
-    total = F.cross_entropy(
-        logits.reshape(targets.shape[0], -1).float(), targets, ignore_index=-1, reduction="sum"
-    )
-    return total / (targets >= 0).sum().clamp(min=1)
 
 
 def no_gather(x: Tensor) -> Tensor:
@@ -454,12 +445,13 @@ PARAMS: dict[str, dict[str, tuple[Any, Any]]] = {
 METHODS: dict[str, bool] = {name: "student_layers" in spec for name, spec in PARAMS.items()}
 
 
-def check_method_name(method: Any) -> str:
-    """``method`` if :func:`build_method` knows it, else a ``ValueError`` naming the valid ones."""
-    if method not in METHODS:
+def check_method_name(method: Any, known: Sequence[str] = tuple(METHODS)) -> str:
+    """``method`` if it is one of ``known`` (default: the methods :func:`build_method` builds),
+    else a ``ValueError`` naming the valid ones."""
+    if method not in known:
         raise ValueError(
             f"kd.method={method!r} is not a known distillation method; choose one of "
-            f"{', '.join(METHODS)} (kd=<name> picks conf/kd/<name>.yaml)"
+            f"{', '.join(known)} (kd=<name> picks conf/kd/<name>.yaml)"
         )
     return str(method)
 

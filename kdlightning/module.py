@@ -49,7 +49,8 @@ default_optimizer: OptimizerFactory = functools.partial(
 )
 
 
-def _infer_num_classes(model: nn.Module) -> int:
+def infer_num_classes(model: nn.Module) -> int:
+    """The output size of ``model``'s last ``nn.Linear`` layer: its number of classes."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise ValueError(
@@ -63,8 +64,9 @@ class DivergenceError(FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
-class _SupervisedModule(L.LightningModule):
-    """Optimizer/scheduler wiring and per-split metrics shared by both modules."""
+class SupervisedModule(L.LightningModule):
+    """Optimizer/scheduler wiring and per-split metrics shared by the package's modules
+    (classifier, distillation, mutual learning, language models)."""
 
     def __init__(
         self,
@@ -147,7 +149,7 @@ class _SupervisedModule(L.LightningModule):
         }
 
 
-class ClassifierModule(_SupervisedModule):
+class ClassifierModule(SupervisedModule):
     """Trains one classifier on hard labels: the teacher, or the student-alone baseline.
 
     Logs ``{train,val,test}/loss`` and ``{train,val,test}/acc``.
@@ -160,7 +162,7 @@ class ClassifierModule(_SupervisedModule):
         scheduler: SchedulerFactory | None = None,
         num_classes: int | None = None,
     ) -> None:
-        super().__init__(num_classes or _infer_num_classes(model), optimizer, scheduler)
+        super().__init__(num_classes or infer_num_classes(model), optimizer, scheduler)
         self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"])
         self.model = model
         # One metric object per split (a ModuleDict cannot use "train": nn.Module.train exists).
@@ -204,7 +206,7 @@ class ClassifierModule(_SupervisedModule):
         self._step(batch, "test")
 
 
-class DistillationModule(_SupervisedModule):
+class DistillationModule(SupervisedModule):
     """Distills a frozen ``teacher`` into a trainable ``student``.
 
     ``loss = alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)``
@@ -249,7 +251,7 @@ class DistillationModule(_SupervisedModule):
         verify_cached: bool = False,
         method: Method | None = None,
     ) -> None:
-        super().__init__(num_classes or _infer_num_classes(student), optimizer, scheduler)
+        super().__init__(num_classes or infer_num_classes(student), optimizer, scheduler)
         if teacher is student:
             raise ValueError("teacher and student must be two different modules")
         self.alpha = check_alpha(alpha)

@@ -35,14 +35,13 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
 
 from kdlightning.build import optimizer_factories
-from kdlightning.data.base import UNLABELED
-from kdlightning.losses import check_temperature, kd_loss
+from kdlightning.losses import check_temperature, kd_loss, labeled_ce
 from kdlightning.module import (
     Batch,
     OptimizerFactory,
     SchedulerFactory,
-    _infer_num_classes,
-    _SupervisedModule,
+    SupervisedModule,
+    infer_num_classes,
 )
 from kdlightning.stages import Job, StageResult, fit_and_test, warn_if_near_chance
 
@@ -87,24 +86,23 @@ def mutual_terms(
 
     Peers' predictions enter as constants (detached), as in the paper, where each network is
     updated with the others' current predictions as targets. Targets < 0 carry no label: the
-    cross-entropy averages over the labeled samples (0, not NaN, when none is), the mutual KL
-    over all of them. The KL term is :func:`kdlightning.losses.kd_loss` (T^2-scaled, float32).
+    cross-entropy averages over the labeled samples (:func:`kdlightning.losses.labeled_ce`), the
+    mutual KL over all of them. The KL term is :func:`kdlightning.losses.kd_loss` (T^2-scaled,
+    float32).
     """
     k = len(logits)
     if k < 2:
         raise ValueError(f"mutual learning needs at least 2 students' logits, got {k}")
     t = check_temperature(temperature)
-    targets = targets.reshape(-1)
-    labeled = (targets >= 0).sum().clamp(min=1)
     out = []
     for i, s in enumerate(logits):
-        ce = F.cross_entropy(s.float(), targets, ignore_index=UNLABELED, reduction="sum") / labeled
+        ce = labeled_ce(s, targets)
         dml = sum(kd_loss(s, p.detach(), t) for j, p in enumerate(logits) if j != i) / (k - 1)
         out.append(MutualTerms(loss=ce + dml, ce=ce, dml=dml))  # type: ignore[arg-type]
     return out
 
 
-class MutualLearningModule(_SupervisedModule):
+class MutualLearningModule(SupervisedModule):
     """Two or more ``students`` trained together by deep mutual learning (no frozen teacher).
 
     ``students[0]`` is the one the job reports; every student is trained and checkpointed
@@ -143,7 +141,7 @@ class MutualLearningModule(_SupervisedModule):
             raise ValueError(
                 "the students must be distinct modules (the same one was passed twice)"
             )
-        super().__init__(num_classes or _infer_num_classes(students[0]), optimizer, scheduler)
+        super().__init__(num_classes or infer_num_classes(students[0]), optimizer, scheduler)
         self.temperature = check_temperature(temperature)
         self.save_hyperparameters(ignore=["students", "optimizer", "scheduler"])
         self.students = nn.ModuleList(students)

@@ -56,19 +56,24 @@ def write_json(path: Path, payload: Any) -> None:
 
 
 def write_job(
-    output_dir: Path, results: dict[str, Any], weights: Mapping[str, nn.Module] | None = None
+    output_dir: Path,
+    results: dict[str, Any],
+    weights: Mapping[str, nn.Module] | None = None,
+    title: Callable[[Mapping[str, Any]], str] = comparison_title,
+    table: Callable[[Mapping[str, Any]], str] = comparison_table,
 ) -> str:
     """Write results.json, comparison.md and each ``{file name: model}`` state dict in
-    ``weights`` (``student.pt``, ``teacher.pt``); returns the comparison table."""
+    ``weights`` (``student.pt``, ``teacher.pt``); returns the comparison: ``title`` and
+    ``table`` of ``results`` (the image job's by default; language models pass their own)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     for name, model in (weights or {}).items():
         tmp = output_dir / f".{name}.{os.getpid()}.tmp"
         torch.save(model.state_dict(), tmp)
         os.replace(tmp, output_dir / name)
     write_json(output_dir / RESULTS, results)
-    table = f"{comparison_title(results)}\n\n{comparison_table(results)}"
-    atomic_write(output_dir / "comparison.md", table + "\n")
-    return table
+    comparison = f"{title(results)}\n\n{table(results)}"
+    atomic_write(output_dir / "comparison.md", comparison + "\n")
+    return comparison
 
 
 def write_config(output_dir: Path, cfg: Any) -> None:

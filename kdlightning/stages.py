@@ -186,12 +186,27 @@ def check_teacher_logits(mode: object) -> str:
     return str(mode)
 
 
-def teacher_logits_mode(cfg: DictConfig, dm: ClassificationDataModule) -> str:
+def cached_feature_message(method: str) -> str:
+    """Why ``kd.teacher_logits=cached`` cannot serve a feature method, and the fix."""
+    return (
+        f"kd.teacher_logits=cached with kd={method}: {method} reads the teacher's intermediate "
+        "layers on every batch, which stored logits do not hold. Use kd.teacher_logits=online "
+        "(or auto, which picks online for feature methods)."
+    )
+
+
+def teacher_logits_mode(
+    cfg: DictConfig, dm: ClassificationDataModule, needs_features: bool = False
+) -> str:
     """``online`` or ``cached`` from ``kd.teacher_logits``; refuses cached logits when the
-    training inputs are random (augmentation), since stored outputs would not match them."""
+    method reads the teacher's intermediate layers (``needs_features``), which stored logits do
+    not hold, or when the training inputs are random (augmentation), since stored outputs would
+    not match them."""
     mode = check_teacher_logits(cfg.kd.get("teacher_logits", "online"))
     if mode == "auto":
-        return "online" if dm.augments else "cached"
+        return "online" if needs_features or dm.augments else "cached"
+    if mode == "cached" and needs_features:
+        raise ValueError(cached_feature_message(cfg.kd.get("method", "kd")))
     if mode == "cached" and dm.augments:
         raise ValueError(
             f"kd.teacher_logits=cached with {type(dm).__name__}, whose training inputs are "
@@ -247,9 +262,7 @@ def distill_stage(job: Job) -> StageResult:
     # baseline's. Feature methods read the teacher's layers: its logits are never cached then.
     with torch.random.fork_rng(devices=[]):
         method = build_method(cfg.kd, job.teacher, student, dm.input_shape)
-    mode = "online" if method.needs_features else teacher_logits_mode(cfg, dm)
-    if method.needs_features and cfg.kd.get("teacher_logits", "online") == "cached":
-        raise ValueError(cached_feature_message(method_name))
+    mode = teacher_logits_mode(cfg, dm, method.needs_features)
     logits, logits_info = (None, {"mode": "online"})
     if mode == "cached":
         logits, logits_info = _cached_logits(job)
@@ -264,12 +277,3 @@ def distill_stage(job: Job) -> StageResult:
     metrics = fit_and_test(job.trainer("distilled"), module, dm, job.last_checkpoint("distilled"))
     warn_if_near_chance("student", metrics, dm.num_classes)
     return student, {**metrics, "method": method_name, "teacher_logits": logits_info}
-
-
-def cached_feature_message(method: str) -> str:
-    """Why ``kd.teacher_logits=cached`` cannot serve a feature method, and the fix."""
-    return (
-        f"kd.teacher_logits=cached with kd={method}: {method} reads the teacher's intermediate "
-        "layers on every batch, which stored logits do not hold. Use kd.teacher_logits=online "
-        "(or auto, which picks online for feature methods)."
-    )

@@ -143,8 +143,6 @@ def run(cfg: DictConfig, output_dir: Path, trainers: list | None = None) -> dict
         extra["temperature"] = float(cfg.kd.temperature)
         if cfg.kd.get("alpha") is not None:  # kd=dml has no alpha (conf/kd/dml.yaml says why)
             extra["alpha"] = float(cfg.kd.alpha)
-        if text:
-            extra["method"] = str(cfg.kd.method)
     if cfg.data.get("num_labeled") is not None:
         extra["num_labeled"] = int(cfg.data.num_labeled)
     results["summary"] = results_io.summary(results, **extra)

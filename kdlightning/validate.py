@@ -18,7 +18,7 @@ from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from kdlightning.losses import check_alpha, check_temperature
-from kdlightning.methods import METHODS, build_method, method_params
+from kdlightning.methods import METHODS, build_method, check_method_name, method_params
 from kdlightning.stages import cached_feature_message, check_teacher_logits
 
 # Arguments every model builder receives from the data module, never from the config.
@@ -88,11 +88,10 @@ def check_kd(cfg: DictConfig) -> None:
     asked of a feature method."""
     kd = cfg.kd
     method = kd.get("method", "kd")
-    if method not in known_methods():
-        raise ConfigError(
-            f"kd.method={method!r} is not a known distillation method; choose one of "
-            f"{', '.join(known_methods())} (kd=<name> picks conf/kd/<name>.yaml)"
-        )
+    try:
+        check_method_name(method, known_methods())
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     if method in METHODS:
         try:
             method_params(kd)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import FAST, compose, exception_chain, read_json, run_job, run_module
+from conftest import compose, exception_chain, read_json, run_job
 
 from kdlightning.lm.gpt import GPT
 from kdlightning.lm.module import LMDistillationModule
@@ -130,12 +130,12 @@ def test_by_role_report_shows_bits_per_byte_for_lm_runs():
 
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes(tmp_path):
-    """The LM job under trainer=ddp on 2 CPU processes (gloo), through the real CLI."""
-    out = tmp_path / "ddp"
+    """The LM job under trainer=ddp on 2 CPU processes (gloo). ``ddp_fork`` forks this process
+    for each fit/validate/test, so nothing is re-imported (the CLI and its DDP re-launch are
+    tested for the image job in tests/test_ddp.py)."""
     ddp = ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
-           "trainer.precision=32-true"]  # fmt: skip
-    run_module("kdlightning.train", *FAST, *TINY, *ddp, "baseline=false", "logger=none",
-               f"paths.log_dir={tmp_path}", f"hydra.run.dir={out}", timeout=300)  # fmt: skip
+           "trainer.precision=32-true", "trainer.strategy=ddp_fork"]  # fmt: skip
+    _, out = run_job(tmp_path, *TINY, *ddp, "baseline=false", "logger=none", name="ddp")
     results = read_json(out / "results.json")
     assert results["distilled"]["val/bpb"] > 0 and results["teacher"]["val/bpb"] > 0
     assert (out / "student.pt").is_file()

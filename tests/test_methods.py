@@ -19,8 +19,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from kdlightning import DistillationModule
 from kdlightning.cache import cache_key
+from kdlightning.data import DigitsDataModule
 from kdlightning.losses import dist_loss, dkd_loss, kd_loss, standardize_logits
 from kdlightning.methods import METHODS, MethodOutput, build_method
+from kdlightning.stages import teacher_logits_mode
 from kdlightning.validate import ConfigError, check_config
 
 FEATURE_METHODS = [m for m, features in METHODS.items() if features]
@@ -87,6 +89,16 @@ def test_bad_method_settings_stop_the_job_before_any_training(
     with pytest.raises(ConfigError) as info:
         check_config(compose([*overrides, *student]))
     assert message in str(info.value)
+
+
+def test_feature_methods_get_the_teacher_online_and_refuse_cached_logits() -> None:
+    digits = DigitsDataModule()  # no augmentation: auto would cache a logit method's teacher
+    assert teacher_logits_mode(compose(["kd=kd", "kd.teacher_logits=auto"]), digits) == "cached"
+    assert teacher_logits_mode(compose(["kd=at", "kd.teacher_logits=auto"]), digits, True) == (
+        "online"
+    )
+    with pytest.raises(ValueError, match=r"kd.teacher_logits=cached with kd=at: at reads"):
+        teacher_logits_mode(compose(["kd=at", "kd.teacher_logits=cached"]), digits, True)
 
 
 def test_teacher_and_baseline_cache_keys_do_not_depend_on_the_method() -> None:

@@ -66,8 +66,9 @@ def learning_curves(run_dir: str | Path, key: str = "val/acc") -> Figure:
     curves = []
     for stage, label, color in STAGES:
         path = stage_csv(run_dir, stage)
-        if path is not None and read_curve(path, key)[0]:
-            curves.append((label, color, *read_curve(path, key)))
+        epochs, values = read_curve(path, key) if path is not None else ([], [])
+        if epochs:
+            curves.append((label, color, epochs, values))
     teacher_csv = stage_csv(run_dir, "teacher")
     teacher = read_curve(teacher_csv, key) if teacher_csv else ([], [])
     if not curves and teacher[0]:  # task=classify: the teacher is the model that trained

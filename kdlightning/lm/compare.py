@@ -13,7 +13,6 @@ tokens per second of sampling ``sample_tokens`` new tokens one at a time from a 
 from __future__ import annotations
 
 import copy
-import statistics
 import sys
 import time
 from collections.abc import Mapping
@@ -27,7 +26,7 @@ from kdlightning import results as results_io
 from kdlightning.compare import ROLES, markdown_table, ratios
 from kdlightning.lm.data import TextDataModule
 from kdlightning.lm.gpt import sample
-from kdlightning.measure import count_parameters, state_dict_bytes
+from kdlightning.measure import count_parameters, state_dict_bytes, time_call
 
 
 @torch.no_grad()
@@ -39,12 +38,9 @@ def lm_costs(
     cpu = copy.deepcopy(model).to("cpu").eval()
     block = dm.block_size
     ids = torch.randint(0, dm.vocab_size, (1, block), generator=torch.Generator().manual_seed(0))
-    cpu(ids)  # warm-up: allocator and kernel choice settle
-    times = []
-    for _ in range(max(1, int(repeats))):
-        start = time.perf_counter()
-        cpu(ids)
-        times.append(time.perf_counter() - start)
+    # one warm-up call (allocator and kernel choice settle), then the median of single calls
+    latency = time_call(lambda: cpu(ids), threads=torch.get_num_threads(), warmup=1,
+                        repeats=max(1, int(repeats)), min_run_time=0.0)  # fmt: skip
     prompt = dm.prompt(min(32, block // 2)).unsqueeze(0)
     start = time.perf_counter()
     out = sample(cpu, prompt, sample_tokens, block, temperature=0.8, top_k=20,
@@ -53,7 +49,7 @@ def lm_costs(
     return {
         "params": count_parameters(model),
         "size_bytes": state_dict_bytes(model),
-        "latency_ms": statistics.median(times) * 1000.0,
+        "latency_ms": latency.median_ms,
         "tokens_per_s": sample_tokens / seconds,
         "sample": {
             "prompt": dm.tokenizer.decode(prompt[0].tolist()),
@@ -108,16 +104,8 @@ def write_lm_job(
     output_dir: Path, results: dict[str, Any], weights: Mapping[str, nn.Module] | None = None
 ) -> str:
     """``results.json``, ``comparison.md`` and the ``weights`` files, as ``kdlightning.results``
-    writes them for images, with the LM table; returns the table."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    for name, model in (weights or {}).items():
-        tmp = output_dir / f".{name}.tmp"
-        torch.save(model.state_dict(), tmp)
-        tmp.replace(output_dir / name)
-    results_io.write_json(output_dir / results_io.RESULTS, results)
-    table = f"{lm_title(results)}\n\n{lm_table(results)}"
-    results_io.atomic_write(output_dir / "comparison.md", table + "\n")
-    return table
+    writes them for images, with the LM title and table; returns the comparison."""
+    return results_io.write_job(output_dir, results, weights, title=lm_title, table=lm_table)
 
 
 def log_lm_comparison(results: Mapping[str, Any]) -> None:

@@ -233,6 +233,7 @@ class TextFilesDataModule(TextDataModule):
         return docs
 
 
-def bits_per_byte(loss_nats_per_token: float, bytes_per_token: float) -> float:
-    """A per-token loss in nats as bits per UTF-8 byte (byte-level tokens: loss / ln 2)."""
+def bits_per_byte(loss_nats_per_token: Tensor | float, bytes_per_token: float) -> Tensor | float:
+    """A per-token loss in nats (a float or a tensor) as bits per UTF-8 byte (byte-level tokens:
+    loss / ln 2)."""
     return loss_nats_per_token / math.log(2) / bytes_per_token

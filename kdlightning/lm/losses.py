@@ -82,10 +82,10 @@ def masked_mean(per_token: Tensor, mask: Tensor) -> Tensor:
     return torch.where(m, per_token, 0.0).sum() / m.sum().clamp_min(1)
 
 
-def _chunked_sum(
+def _chunked_mean(
     fn: Callable[..., Tensor], tensors: tuple[Tensor, ...], mask: Tensor, chunk_size: int | None
 ) -> Tensor:
-    """Sum over masked positions of ``fn(*chunk)`` (per token), one sequence chunk at a time."""
+    """Mean over masked positions of ``fn(*chunk)`` (per token), one sequence chunk at a time."""
     seq = mask.shape[1]
     step = seq if not chunk_size or chunk_size >= seq else int(chunk_size)
     if step < 1:
@@ -102,7 +102,7 @@ def _chunked_sum(
             per_token = fn(*parts)
         # where, not a product: a masked position's value never reaches the sum, not even inf
         total = total + torch.where(m, per_token, 0.0).sum()
-    return total
+    return total / mask.float().sum().clamp_min(1.0)
 
 
 def divergence(
@@ -122,8 +122,7 @@ def divergence(
         log_p_t = F.log_softmax(te.float() / t, dim=-1)
         return token_fn(log_p_s, log_p_t)
 
-    total = _chunked_sum(per_token, (student_logits, teacher_logits), mask, chunk_size)
-    return total / mask.float().sum().clamp_min(1.0) * (t * t)
+    return _chunked_mean(per_token, (student_logits, teacher_logits), mask, chunk_size) * (t * t)
 
 
 def _kl(log_p: Tensor, log_q: Tensor) -> Tensor:
@@ -205,8 +204,7 @@ def next_token_ce(
         flat = F.cross_entropy(z.float().flatten(0, 1), y.flatten(), reduction="none")
         return flat.view(y.shape)
 
-    total = _chunked_sum(per_token, (logits, targets), mask, chunk_size)
-    return total / mask.float().sum().clamp_min(1.0)
+    return _chunked_mean(per_token, (logits, targets), mask, chunk_size)
 
 
 def lm_divergence(method: str, beta: float = 0.5) -> Callable[..., Tensor]:

@@ -15,7 +15,6 @@ the distillation module adds ``train/kd_loss``, ``train/ce_loss`` and ``{val,tes
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +23,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
 
 from kdlightning.lm.cached import dense_from_topk
+from kdlightning.lm.data import bits_per_byte
 from kdlightning.lm.losses import lm_divergence, next_token_ce
 from kdlightning.lm.on_policy import (
     check_fraction,
@@ -32,12 +32,12 @@ from kdlightning.lm.on_policy import (
     student_batch,
 )
 from kdlightning.losses import check_alpha, check_temperature
-from kdlightning.module import OptimizerFactory, SchedulerFactory, _SupervisedModule
+from kdlightning.module import OptimizerFactory, SchedulerFactory, SupervisedModule
 
 Batch = tuple[Tensor, ...]  # (inputs, targets, mask, index)
 
 
-class _LMBase(_SupervisedModule):
+class _LMBase(SupervisedModule):
     """Optimizer wiring, divergence check and RNG state from the image modules' base; per-token
     evaluation losses turned into bits per byte and perplexity at the end of each epoch."""
 
@@ -59,20 +59,17 @@ class _LMBase(_SupervisedModule):
         self.eval_kd = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
 
     def epoch_metrics(self, split: str) -> Mapping[str, Metric]:
-        return {}
+        return {}  # training terms are logged per step (on_epoch=True averages them)
 
     def _log_eval(self, split: str) -> None:
         loss = self.eval_loss[split].compute()
         self.log(f"{split}/loss", loss, prog_bar=True)
-        self.log(f"{split}/bpb", loss / math.log(2) / self.bytes_per_token, prog_bar=True)
+        self.log(f"{split}/bpb", bits_per_byte(loss, self.bytes_per_token), prog_bar=True)
         self.log(f"{split}/ppl", torch.exp(loss))
         self.eval_loss[split].reset()
         if self.logs_kd:  # not update_called: a DDP rank without batches must sync all the same
             self.log(f"{split}/kd_loss", self.eval_kd[split].compute())
         self.eval_kd[split].reset()
-
-    def on_train_epoch_end(self) -> None:
-        pass  # training terms are logged per step (on_epoch=True averages them)
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")
@@ -221,8 +218,9 @@ class LMDistillationModule(_LMBase):
         return kd, ce, mask
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        g = step_generator(self.seed, self.global_step, batch[0].device)
-        if is_on_policy_step(g, self.on_policy, batch[0].device):
+        # the generator only when some steps are on-policy: nothing added to an off-policy step
+        g = step_generator(self.seed, self.global_step, batch[0].device) if self.on_policy else None
+        if g is not None and is_on_policy_step(g, self.on_policy, batch[0].device):
             # GKD: the student's own sequences, scored by the divergence alone
             x, _, mask = student_batch(self.student, batch, self.prompt_tokens, g)
             s_logits = self.student(x)

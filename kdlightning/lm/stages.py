@@ -47,11 +47,10 @@ def is_text_data(dm: object) -> bool:
 
 
 def check_data_and_method(cfg: DictConfig, dm: object) -> None:
-    """Text data takes an LM method and image data an image method; else a start-up error."""
+    """Image data takes an image method, else a start-up error (text data takes an LM method:
+    :class:`LMJob` checks it with :func:`check_lm_config` when created)."""
     method = cfg.get("kd", {}).get("method", "kd")
-    if is_text_data(dm):
-        check_lm_config(cfg)
-    elif cfg.get("task", "distill") == "distill" and method in LM_METHODS:
+    if not is_text_data(dm) and cfg.get("task", "distill") == "distill" and method in LM_METHODS:
         raise ValueError(
             f"kd={method} is a token-level method for language models, but data="
             f"{type(dm).__name__} is not text; use data=pydocs or data=text_files (e.g. "
@@ -201,13 +200,9 @@ class LMJob(Job):
         return {
             "vocab_size": self.dm.vocab_size,
             "chunk_size": self.cfg.kd.get("chunk_size"),
-            "bytes_per_token": self._dm_setup().bytes_per_token,
+            "bytes_per_token": self.dm.bytes_per_token,  # measured by the setup at creation
             **optimizer_factories(self.cfg),
         }
-
-    def _dm_setup(self) -> TextDataModule:
-        self.dm.setup("fit")  # bytes_per_token is measured on the documents
-        return self.dm
 
 
 def teacher_stage(job: LMJob) -> StageResult:
@@ -248,8 +243,7 @@ def distill_stage(job: LMJob) -> StageResult:
     cfg = job.cfg
     if job.teacher is None:
         raise RuntimeError("distill_stage needs job.teacher: run teacher_stage first")
-    check_lm_config(cfg)
-    kd = cfg.kd
+    kd = cfg.kd  # checked when the LMJob was created (check_lm_config)
     method, temperature, alpha = kd.method, check_temperature(kd.temperature), check_alpha(kd.alpha)
     topk, logits_info = None, {"mode": "online"}
     if kd.get("teacher_logits", "auto") == "cached":

@@ -127,19 +127,18 @@ def report_markdown(
     return "\n".join(lines)
 
 
-def _mean_std_points(stats: tuple[float, float, int]) -> str:
-    # Percent points; a single seed has no spread to show.
+def _mean_std(stats: tuple[float, float, int], scale: float, digits: int) -> str:
+    # ``scale``: 100 for accuracies (percent points); a single seed has no spread to show.
     mean, std, n = stats
     if n == 0:
         return "-"
-    return f"{100 * mean:.2f} ± {100 * std:.2f}" if n > 1 else f"{100 * mean:.2f} ± -"
+    spread = f"{scale * std:.{digits}f}" if n > 1 else "-"
+    return f"{scale * mean:.{digits}f} ± {spread}"
 
 
-def _mean_std_bpb(stats: tuple[float, float, int]) -> str:
-    mean, std, n = stats
-    if n == 0:
-        return "-"
-    return f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f} ± -"
+def _is_bpb(table: dict[str, Any]) -> bool:
+    # language models (kdlightning.lm): their paired gain is in test bits per byte
+    return (table["gain"] or {}).get("metric") == "test/bpb"
 
 
 def _group_title(table: dict[str, Any]) -> str:
@@ -154,21 +153,17 @@ def seed_table(table: dict[str, Any]) -> str:
     seeds = ", ".join(num(s) for s in table["seeds"])
     lines = [f"seeds: [{seeds}] (n = {table['n']})", ""]
     gain = table["gain"]
-    if gain is not None and gain.get("metric") == "test/bpb":  # language models: bits per byte
-        rows = [[r["label"], _mean_std_bpb(r["test_bpb"]), _mean_std_bpb(r["val_bpb"]),
-                 ", ".join(f"{p:,}" for p in r["params"]) or "-"]
-                for r in table["roles"]]  # fmt: skip
-        lines.append(markdown_table(["model", "test bpb", "val bpb", "params"], rows))
-        spread = f"{gain['std']:.4f}" if gain["n"] > 1 else "-"
-        lines += ["", f"alone − distilled, test bits per byte: {gain['mean']:.4f} ± {spread} "
-                      f"(distillation better in {gain['wins']} of {gain['n']} seeds)"]  # fmt: skip
-        return "\n".join(lines)
-    rows = [[r["label"], _mean_std_points(r["test_acc"]), _mean_std_points(r["val_acc"]),
+    # accuracies in percent points, 2 decimals; bits per byte (language models) with 4
+    bpb = _is_bpb(table)
+    key, scale, digits, unit = ("bpb", 1.0, 4, "bpb") if bpb else ("acc", 100.0, 2, "acc (%)")
+    rows = [[r["label"], _mean_std(r[f"test_{key}"], scale, digits),
+             _mean_std(r[f"val_{key}"], scale, digits),
              ", ".join(f"{p:,}" for p in r["params"]) or "-"] for r in table["roles"]]  # fmt: skip
-    lines.append(markdown_table(["model", "test acc (%)", "val acc (%)", "params"], rows))
+    lines.append(markdown_table(["model", f"test {unit}", f"val {unit}", "params"], rows))
     if gain is not None:
-        spread = f"{gain['std']:.2f}" if gain["n"] > 1 else "-"
-        lines += ["", f"distilled − alone, test acc: {gain['mean']:.2f} ± {spread} points "
+        spread = f"{gain['std']:.{digits}f}" if gain["n"] > 1 else "-"
+        what = "alone − distilled, test bits per byte" if bpb else "distilled − alone, test acc"
+        lines += ["", f"{what}: {gain['mean']:.{digits}f} ± {spread}{'' if bpb else ' points'} "
                       f"(distillation better in {gain['wins']} of {gain['n']} seeds)"]  # fmt: skip
     return "\n".join(lines)
 
@@ -182,7 +177,7 @@ def by_role_markdown(name: str, tables: Sequence[dict[str, Any]], jobs: Sequence
         "stage's best-validation checkpoint, "
         + (
             "in bits per byte (language models: lower is better)."
-            if any((t["gain"] or {}).get("metric") == "test/bpb" for t in tables)
+            if any(_is_bpb(t) for t in tables)
             else "in %."
         ),
         "",
