@@ -36,7 +36,14 @@ from kdlightning.hooks import capture
 from kdlightning.losses import check_alpha, check_temperature, kd_loss
 from kdlightning.methods import KD, Method, no_gather
 
-__all__ = ["ClassifierModule", "DistillationModule", "DivergenceError", "default_optimizer"]
+__all__ = [
+    "ClassifierModule",
+    "DistillationModule",
+    "DivergenceError",
+    "FrozenTeacher",
+    "SupervisedModule",
+    "default_optimizer",
+]
 
 Batch = tuple[Tensor, ...]  # (inputs, targets) or (inputs, targets, index); see kdlightning.data
 
@@ -206,7 +213,35 @@ class ClassifierModule(SupervisedModule):
         self._step(batch, "test")
 
 
-class DistillationModule(SupervisedModule):
+class FrozenTeacher(L.LightningModule):
+    """What keeps ``self.teacher`` frozen in a LightningModule: eval mode whatever ``train()``
+    is asked, and out of checkpoints. Mixed in before the module's base class
+    (``class M(FrozenTeacher, SupervisedModule)``); the module sets ``self.teacher``."""
+
+    teacher: nn.Module
+
+    def train(self, mode: bool = True) -> FrozenTeacher:
+        """Switch the module's mode; the teacher stays in eval mode whatever ``mode`` is."""
+        super().train(mode)
+        self.teacher.eval()  # BatchNorm statistics and dropout of the teacher must never move
+        return self
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith("teacher.")]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        # Lightning calls this before load_state_dict: put the live teacher's tensors back so
+        # strict loading still checks every other key.
+        state = checkpoint["state_dict"]
+        for key, value in self.teacher.state_dict().items():
+            state[f"teacher.{key}"] = value
+
+
+class DistillationModule(FrozenTeacher, SupervisedModule):
     """Distills a frozen ``teacher`` into a trainable ``student``.
 
     ``loss = alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)``
@@ -303,12 +338,6 @@ class DistillationModule(SupervisedModule):
         )
 
     # --- the frozen teacher -------------------------------------------------------------------
-    def train(self, mode: bool = True) -> DistillationModule:
-        """Switch the student's mode; the teacher stays in eval mode whatever ``mode`` is."""
-        super().train(mode)
-        self.teacher.eval()  # BatchNorm statistics and dropout of the teacher must never move
-        return self
-
     def on_fit_start(self) -> None:
         # Batch-relational terms (DIST, RKD, PKT) relate the global batch under DDP: gather the
         # ranks' tensors with their gradients (see kdlightning.methods.Method.gather).
@@ -403,18 +432,3 @@ class DistillationModule(SupervisedModule):
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "test")
-
-    # --- checkpoints hold the student (and the method's connectors), never the teacher ---------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith("teacher.")]:
-            del state[key]
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        # Lightning calls this before load_state_dict: put the live teacher's tensors back so
-        # strict loading still checks every student key.
-        state = checkpoint["state_dict"]
-        for key, value in self.teacher.state_dict().items():
-            state[f"teacher.{key}"] = value

@@ -16,7 +16,6 @@ the distillation module adds ``train/kd_loss``, ``train/ce_loss`` and ``{val,tes
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -32,7 +31,7 @@ from kdlightning.lm.on_policy import (
     student_batch,
 )
 from kdlightning.losses import check_alpha, check_temperature
-from kdlightning.module import OptimizerFactory, SchedulerFactory, SupervisedModule
+from kdlightning.module import FrozenTeacher, OptimizerFactory, SchedulerFactory, SupervisedModule
 
 Batch = tuple[Tensor, ...]  # (inputs, targets, mask, index)
 
@@ -126,7 +125,7 @@ class LMModule(_LMBase):
         self._record(split, next_token_ce(self.model(x), y, mask, self.chunk_size), mask)
 
 
-class LMDistillationModule(_LMBase):
+class LMDistillationModule(FrozenTeacher, _LMBase):
     """Distills a frozen causal-LM ``teacher`` into ``student``, token by token.
 
     ``method``: ``forward_kl``, ``reverse_kl`` or ``jsd`` (with ``beta``), see
@@ -185,11 +184,6 @@ class LMDistillationModule(_LMBase):
             # Buffers follow the module to its device; not persistent: never in a checkpoint.
             self.register_buffer(f"topk_{name}", tensor, persistent=False)
 
-    def train(self, mode: bool = True) -> LMDistillationModule:
-        super().train(mode)
-        self.teacher.eval()  # the teacher's dropout must never switch on
-        return self
-
     def trainable_module(self) -> nn.Module:
         return self.student
 
@@ -239,16 +233,3 @@ class LMDistillationModule(_LMBase):
     def _eval_step(self, batch: Batch, split: str) -> None:
         kd, ce, mask = self._terms(batch, split)
         self._record(split, ce, mask, kd)
-
-    # --- checkpoints hold the student only -----------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith("teacher.")]:
-            del state[key]
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        state = checkpoint["state_dict"]  # put the live teacher back: strict loading still works
-        for key, value in self.teacher.state_dict().items():
-            state[f"teacher.{key}"] = value
