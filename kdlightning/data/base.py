@@ -155,6 +155,38 @@ def balanced_subset(targets: Tensor, n: int, num_classes: int, seed: int) -> Ten
     return torch.sort(torch.cat(chosen)).values
 
 
+def make_loader(
+    dm: L.LightningDataModule,
+    dataset: Dataset,
+    *,
+    train: bool,
+    shard: bool = True,
+    seed: int = 0,
+    collate_fn: Any = None,
+) -> DataLoader:
+    """A DataLoader with ``dm``'s settings (``batch_size``, ``eval_batch_size``, ``num_workers``,
+    ``pin_memory``): seeded shuffling when training (the same order for every stage of a seed);
+    under DDP, evaluation sharded without padding (every sample scored exactly once) unless
+    ``shard=False``, which serves the whole set on every rank."""
+    trainer = getattr(dm, "trainer", None)
+    sampler: Sampler[int] | None = None
+    if train:
+        sampler = EpochShuffler(len(dataset), seed)  # type: ignore[arg-type]
+    elif shard and trainer is not None and trainer.world_size > 1:
+        sampler = ExactDistributedSampler(dataset, trainer.world_size, trainer.global_rank)
+    return DataLoader(
+        dataset,
+        batch_size=dm.batch_size if train else dm.eval_batch_size,
+        sampler=sampler,
+        # Drop a ragged last batch only when training: tiny last batches make BatchNorm noisy.
+        drop_last=train and len(dataset) > dm.batch_size,  # type: ignore[arg-type]
+        num_workers=dm.num_workers,
+        pin_memory=dm.pin_memory,
+        persistent_workers=dm.num_workers > 0,
+        collate_fn=collate_fn,
+    )
+
+
 class ClassificationDataModule(L.LightningDataModule):
     """A LightningDataModule with train/val/test datasets and uniform loader settings.
 
@@ -253,23 +285,9 @@ class ClassificationDataModule(L.LightningDataModule):
         Under DDP, evaluation loaders shard without padding (:class:`ExactDistributedSampler`);
         ``shard=False`` serves the whole set on every rank.
         """
-        trainer = getattr(self, "trainer", None)
-        sampler: Sampler[int] | None = None
-        if train:
-            sampler = EpochShuffler(len(dataset), int(getattr(self, "seed", 0)))  # type: ignore[arg-type]
-        elif shard and trainer is not None and trainer.world_size > 1:
-            sampler = ExactDistributedSampler(dataset, trainer.world_size, trainer.global_rank)
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            sampler=sampler,
-            # Drop a ragged last batch only when training: tiny last batches make BatchNorm noisy.
-            drop_last=train and len(dataset) > self.batch_size,  # type: ignore[arg-type]
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=batch_as_is if isinstance(dataset, IndexedTensors) else None,
-        )
+        collate = batch_as_is if isinstance(dataset, IndexedTensors) else None
+        seed = int(getattr(self, "seed", 0))
+        return make_loader(self, dataset, train=train, shard=shard, seed=seed, collate_fn=collate)
 
     def train_dataloader(self) -> DataLoader:
         return self.loader(self.indexed("train", self.train_mode), train=True)

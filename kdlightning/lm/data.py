@@ -27,9 +27,9 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
-from kdlightning.data.base import EpochShuffler, ExactDistributedSampler, batch_as_is
+from kdlightning.data.base import batch_as_is, make_loader
 from kdlightning.lm.blocks import Document, make_blocks, split_documents
 from kdlightning.lm.tokenize import ByteTokenizer, Tokenizer, load_tokenizer
 
@@ -114,21 +114,8 @@ class TextDataModule(L.LightningDataModule):
     def loader(self, dataset: Dataset, *, train: bool, shard: bool = True) -> DataLoader:
         """Seeded shuffling when training (same order for every stage of a seed); evaluation
         sharded without padding under DDP, so every block is scored exactly once."""
-        trainer = getattr(self, "trainer", None)
-        sampler: Sampler[int] | None = None
-        if train:
-            sampler = EpochShuffler(len(dataset), self.seed)  # type: ignore[arg-type]
-        elif shard and trainer is not None and trainer.world_size > 1:
-            sampler = ExactDistributedSampler(dataset, trainer.world_size, trainer.global_rank)
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            sampler=sampler,
-            drop_last=train and len(dataset) > self.batch_size,  # type: ignore[arg-type]
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=batch_as_is,
+        return make_loader(
+            self, dataset, train=train, shard=shard, seed=self.seed, collate_fn=batch_as_is
         )
 
     def train_dataloader(self) -> DataLoader:
