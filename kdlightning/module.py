@@ -20,6 +20,7 @@ Metric keys are ``split/name``: ``train/loss``, ``val/acc``, ``test/teacher_acc`
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,13 @@ def infer_num_classes(model: nn.Module) -> int:
     return linears[-1].out_features
 
 
+# The epoch values logged below are already reduced over the ranks (torchmetrics' compute, or
+# SupervisedModule._log_train_epoch): Lightning's advice to add sync_dist=True is noise here.
+warnings.filterwarnings(
+    "ignore", message=r"It is recommended to use `self.log\(.*sync_dist=True\)` when logging"
+)
+
+
 class DivergenceError(FloatingPointError):
     """The training loss became NaN or infinite."""
 
@@ -108,17 +116,70 @@ class SupervisedModule(L.LightningModule):
         if "kdl_rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["kdl_rng_state"])
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        # Stop at the first non-finite loss: every later step would only train on garbage, and
-        # the job would report chance accuracy as a result.
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None and not torch.isfinite(loss).all():
+    # --- training terms: per step on this rank, per epoch over every rank ---------------------
+    # Why not self.log(..., on_epoch=True, sync_dist=True): Lightning reduces such a value
+    # lazily, when something reads it, and under DDP the progress bar reads it on rank 0 only -
+    # rank 0 then waits in that all_reduce while the other ranks wait in the next epoch metric's
+    # all_gather, and the job hangs for ever (issue 19). Here every rank reduces the epoch's sums
+    # itself, in one collective, at the same place (on_train_epoch_end), before anything reads
+    # them. The step values are this rank's own (no collective per step either).
+    def on_train_epoch_start(self) -> None:
+        self._train_sums: dict[str, Tensor] = {}
+        self._train_counts: dict[str, int] = {}  # per name: some terms skip some steps (GKD)
+
+    def log_train(self, values: Mapping[str, Tensor], batch_size: int) -> None:
+        """Log ``train/<name>_step`` for each of ``values`` (``loss`` first, on the progress bar)
+        and add them, weighted by ``batch_size``, to the epoch's ``train/<name>_epoch``.
+
+        Every rank must log the same names each epoch (they are reduced together). The sums also
+        watch for divergence: a non-finite loss makes its sum non-finite, checked without a
+        device-to-host sync per step (:meth:`_check_finite`)."""
+        sums = getattr(self, "_train_sums", None)
+        if sums is None:  # a step outside fit's epoch hooks (a test calling training_step)
+            self.on_train_epoch_start()
+            sums = self._train_sums
+        for name, value in values.items():
+            value = value.detach()
+            self.log(f"train/{name}_step", value, on_step=True, on_epoch=False,
+                     prog_bar=name == "loss", batch_size=batch_size)  # fmt: skip
+            weighted = value.float() * batch_size
+            sums[name] = weighted if name not in sums else sums[name] + weighted
+            self._train_counts[name] = self._train_counts.get(name, 0) + batch_size
+        # One process: look every log interval (a host sync each `log_every_n_steps`, not every
+        # step). Under DDP only at the epoch's end, after the reduce, so that every rank stops at
+        # the same point instead of one rank raising while the others wait in a collective.
+        if self._trainer is not None and self.trainer.world_size == 1:
+            every = max(1, int(self.trainer.log_every_n_steps or 1))
+            if (self.global_step + 1) % every == 0:
+                self._check_finite(sums.get("loss"))
+
+    def _check_finite(self, loss_sum: Tensor | None) -> None:
+        # Stop at a non-finite loss: every later step would only train on garbage, and the job
+        # would report chance accuracy as a result.
+        if loss_sum is not None and not bool(torch.isfinite(loss_sum)):
             where = Path(self.trainer.default_root_dir).name if self._trainer else "training"
             raise DivergenceError(
-                f"the {where} loss became {loss.item()} at step {self.global_step}: training "
-                "diverged. Lower optim.optimizer.lr, or use trainer.precision=32-true if a "
-                "mixed precision is on."
+                f"the {where} loss became {loss_sum.item()} at step {self.global_step} or "
+                "earlier: training diverged. Lower optim.optimizer.lr, or use "
+                "trainer.precision=32-true if a mixed precision is on."
             )
+
+    def _log_train_epoch(self) -> None:
+        sums = getattr(self, "_train_sums", {})
+        names = sorted(sums)
+        if not names:
+            return
+        counts = [float(self._train_counts[n]) for n in names]
+        total = torch.cat(
+            [torch.stack([sums[n] for n in names]), sums[names[0]].new_tensor(counts)]
+        )
+        if self._trainer is not None and self.trainer.world_size > 1:
+            total = self.trainer.strategy.reduce(total, reduce_op="sum")
+        self._check_finite(total[names.index("loss")] if "loss" in names else None)
+        means = total[: len(names)] / total[len(names) :]
+        for name, value in zip(names, means, strict=True):
+            self.log(f"train/{name}_epoch", value, on_step=False, on_epoch=True)
+        self.on_train_epoch_start()
 
     def trainable_module(self) -> nn.Module:  # the part the optimizer updates
         raise NotImplementedError
@@ -136,6 +197,7 @@ class SupervisedModule(L.LightningModule):
             metric.reset()
 
     def on_train_epoch_end(self) -> None:
+        self._log_train_epoch()  # first: it raises DivergenceError on every rank alike
         self._log_epoch("train")
 
     def on_validation_epoch_end(self) -> None:
@@ -191,8 +253,7 @@ class ClassifierModule(SupervisedModule):
         loss = F.cross_entropy(logits.float(), y, ignore_index=UNLABELED)
         getattr(self, f"{split}_acc").update(logits, y)
         if split == "train":
-            # sync_dist: under DDP a plain tensor is logged per rank (a no-op on one process).
-            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
+            self.log_train({"loss": loss}, y.shape[0])
         else:
             getattr(self, f"{split}_loss").update(loss, weight=y.shape[0])
         return loss
@@ -401,14 +462,7 @@ class DistillationModule(FrozenTeacher, SupervisedModule):
             t_logits = self._teacher_for(batch, "train")
             s_logits, s_feats, t_feats = self.student(x), [], []
         out = self.method(s_logits, t_logits, y, s_feats, t_feats, epoch=self.current_epoch)
-        # sync_dist: averaged over DDP ranks like the metric objects (a no-op on one process)
-        self.log("train/loss", out.loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
-        self.log_dict(
-            {f"train/{name}": value for name, value in out.terms.items()},
-            on_step=True,
-            on_epoch=True,
-            sync_dist=True,
-        )
+        self.log_train({"loss": out.loss, **out.terms}, y.shape[0])
         self.train_acc.update(s_logits, y)
         return out.loss
 

@@ -169,13 +169,12 @@ class MutualLearningModule(SupervisedModule):
         # its own loss's); the logged terms are sums too, so train/loss = ce_loss + dml_loss.
         loss = sum(t.loss for t in terms)
         logged = {
-            "train/ce_loss": sum(t.ce for t in terms),
-            "train/dml_loss": sum(t.dml for t in terms),
-            **{f"train/loss_{i}": t.loss for i, t in enumerate(terms)},
+            "loss": loss,
+            "ce_loss": sum(t.ce for t in terms),
+            "dml_loss": sum(t.dml for t in terms),
+            **{f"loss_{i}": t.loss for i, t in enumerate(terms)},
         }
-        # sync_dist: averaged over DDP ranks like the metric objects (a no-op on one process)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
-        self.log_dict(logged, on_step=True, on_epoch=True, sync_dist=True)
+        self.log_train(logged, y.shape[0])
         self.train_acc.update(logits[0], y)
         return loss  # type: ignore[return-value]
 

@@ -54,7 +54,9 @@ def load_config(run_dir: Path) -> DictConfig:
         )
     # ${hydra:runtime.cwd} (data and log paths) must mean what it meant in that job: read it
     # as a plain interpolation into that job's own .hydra/hydra.yaml
+    # (and so must ${kdl.cwd:}, the folder that job started in: Hydra's runtime.cwd)
     text = (hydra_dir / "config.yaml").read_text().replace("${hydra:", "${hydra.")
+    text = text.replace("${kdl.cwd:}", "${hydra.runtime.cwd}")
     merged = OmegaConf.merge(OmegaConf.create(text), OmegaConf.load(hydra_dir / "hydra.yaml"))
     plain = {k: merged[k] for k in merged if k != "hydra"}  # scalars come back resolved
     return OmegaConf.create(

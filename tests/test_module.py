@@ -266,9 +266,9 @@ def test_unlabeled_samples_get_the_distillation_term_only(monkeypatch: pytest.Mo
 
     unlabeled = torch.full_like(y, UNLABELED)
     loss = module.training_step((x, unlabeled, torch.arange(8)), 0)
-    assert torch.isfinite(loss) and logged["train/ce_loss"].item() == 0.0
+    assert torch.isfinite(loss) and logged["train/ce_loss_step"].item() == 0.0
     # alpha * KD + (1 - alpha) * 0: the distillation term alone carries the step
-    assert loss.item() == pytest.approx(0.5 * logged["train/kd_loss"].item(), rel=1e-6)
+    assert loss.item() == pytest.approx(0.5 * logged["train/kd_loss_step"].item(), rel=1e-6)
     loss.backward()
     grads = [p.grad for p in module.student.parameters()]
     assert all(gr is not None and torch.isfinite(gr).all() for gr in grads)
@@ -279,4 +279,4 @@ def test_unlabeled_samples_get_the_distillation_term_only(monkeypatch: pytest.Mo
     module.training_step((x, mixed, torch.arange(8)), 0)
     with torch.no_grad():
         ce = F.cross_entropy(module.student(x[:4]), y[:4])
-    assert logged["train/ce_loss"].item() == pytest.approx(ce.item(), rel=1e-5)
+    assert logged["train/ce_loss_step"].item() == pytest.approx(ce.item(), rel=1e-5)

@@ -117,7 +117,7 @@ class LMModule(_LMBase):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         x, y, mask = batch[0], batch[1], batch[2]
         loss = next_token_ce(self.model(x), y, mask, self.chunk_size)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log_train({"loss": loss}, x.shape[0])
         return loss
 
     def _eval_step(self, batch: Batch, split: str) -> None:
@@ -220,14 +220,11 @@ class LMDistillationModule(FrozenTeacher, _LMBase):
             s_logits = self.student(x)
             kd = self.divergence(s_logits, self.teacher_logits(x), mask, self.temperature,
                                  self.chunk_size)  # fmt: skip
-            self.log("train/on_policy_kd_loss", kd, on_step=True, on_epoch=True, sync_dist=True)
-            self.log("train/loss", kd, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
+            self.log_train({"loss": kd, "on_policy_kd_loss": kd}, x.shape[0])
             return kd
         kd, ce, _ = self._terms(batch, "train")
         loss = self.alpha * kd + (1.0 - self.alpha) * ce
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
-        self.log_dict({"train/kd_loss": kd, "train/ce_loss": ce}, on_step=True, on_epoch=True,
-                      sync_dist=True)  # fmt: skip
+        self.log_train({"loss": loss, "kd_loss": kd, "ce_loss": ce}, batch[0].shape[0])
         return loss
 
     def _eval_step(self, batch: Batch, split: str) -> None:

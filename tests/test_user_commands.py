@@ -1,0 +1,81 @@
+"""The commands a user types, as written: from the repository root, default folders, progress
+bar on, nothing added but what shortens them (``debug=fast``, fewer seeds).
+
+Each test copies the working tree into ``tmp_path`` and runs there, so ``logs/`` is the copy's
+own and the default ``hydra.run.dir`` / ``hydra.sweep.dir`` are the ones a user gets. The tests
+in the rest of the suite pass their own folders (``paths.log_dir``, ``hydra.sweep.dir``), which
+is exactly how every documented ``-m`` sweep crashed unnoticed ("HydraConfig was not set" while
+Hydra computed ``hydra.sweep.dir``) and how ``trainer=ddp`` hung with the progress bar on.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT, cli_env, read_json, run_module
+
+pytestmark = pytest.mark.slow
+
+# What a checkout's root holds that a user's fresh clone would not: left out of the copy.
+_NOT_COPIED_AT_ROOT = {
+    ".git", ".venv", "logs", "outputs", "multirun", "wandb", "lightning_logs", ".pytest_cache",
+    ".ruff_cache", "data", "build", "dist",
+}  # fmt: skip
+
+
+def _ignore(folder: str, names: list[str]) -> set[str]:
+    skip = {n for n in names if n == "__pycache__" or n.endswith(".egg-info")}
+    return skip | (_NOT_COPIED_AT_ROOT & set(names) if Path(folder) == REPO_ROOT else set())
+
+
+def user_checkout(tmp_path: Path) -> Path:
+    """A copy of the working tree, as a user's clone: commands run in its root."""
+    root = tmp_path / "kdlightning"
+    shutil.copytree(REPO_ROOT, root, ignore=_ignore)
+    return root
+
+
+def user_env(root: Path) -> dict[str, str]:
+    # the copy's own package first (python -m puts the cwd first too), no W&B network access
+    return cli_env(PYTHONPATH=str(root))
+
+
+def only_child(folder: Path) -> Path:
+    children = [p for p in folder.iterdir() if p.is_dir()]
+    assert len(children) == 1, f"expected one folder in {folder}, found {children}"
+    return children[0]
+
+
+def test_the_readme_sweep_runs_as_written_into_the_default_folder(tmp_path: Path) -> None:
+    """README: ``python -m kdlightning.train -m kd=kd,dkd,dist seed=0,1,2`` then
+    ``python -m kdlightning.report logs/distill/multiruns/<dir>`` (one seed, debug=fast)."""
+    root = user_checkout(tmp_path)
+    env = user_env(root)
+    run_module("kdlightning.train", "-m", "kd=kd,dkd,dist", "seed=0", "debug=fast",
+               cwd=root, env=env, timeout=300)  # fmt: skip
+    sweep = only_child(root / "logs" / "distill" / "multiruns")
+    for job in ("0", "1", "2"):
+        results = read_json(sweep / job / "results.json")
+        assert results["summary"]["method"] == ["kd", "dkd", "dist"][int(job)]
+    report = run_module("kdlightning.report", str(sweep.relative_to(root)), cwd=root, env=env)
+    assert "3 jobs" in report.stdout or "| kd " in report.stdout, report.stdout
+    assert (sweep / "report.md").is_file()
+
+
+def test_ddp_with_the_progress_bar_on_runs_to_the_end(tmp_path: Path) -> None:
+    """``trainer=ddp`` on 2 CPU processes, the default Rich progress bar on: it read a lazily
+    reduced metric on rank 0 only while rank 1 waited in another collective, and hung."""
+    root = user_checkout(tmp_path)
+    proc = run_module(
+        "kdlightning.train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+        "trainer.max_epochs=2", "debug=fast",
+        cwd=root, env=user_env(root), timeout=240,
+    )  # fmt: skip
+    run = only_child(root / "logs" / "distill" / "runs")
+    results = read_json(run / "results.json")
+    assert {"teacher", "baseline", "distilled"} <= set(results)
+    # the epoch's training loss was reduced over both ranks and logged once per epoch
+    assert "train/loss_epoch" in (run / "logs" / "distilled" / "metrics.csv").read_text()
+    assert "It is recommended to use `self.log(" not in proc.stderr
