@@ -33,9 +33,9 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
 from torchvision.models import resnet18, resnet50
 
-from kdlightning.compare import markdown_table
+from kdlightning.deploy.compare import markdown_table
+from kdlightning.distill.modules import ClassifierModule, DistillationModule
 from kdlightning.models import MLP, SmallCNN
-from kdlightning.module import ClassifierModule, DistillationModule
 
 
 def cifar_resnet(builder: Any, num_classes: int = 10) -> nn.Module:

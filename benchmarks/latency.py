@@ -6,7 +6,8 @@ distilled student in PyTorch, and the exported distilled student under ONNX Runt
     python benchmarks/latency.py RUN_DIR --device cuda       # PyTorch rows on the GPU
 
 Every figure is a median (IQR) per forward from ``torch.utils.benchmark.Timer``
-(:func:`kdlightning.measure.time_call`), with the same thread count for PyTorch and ONNX Runtime
+(:func:`kdlightning.deploy.measure.time_call`), with the same thread count for PyTorch and
+ONNX Runtime
 (``intra_op_num_threads``), at batch 1 and at batch N. The speed-ups divide figures of this one
 process. The models come from the run directory: ``student.pt`` and ``config.yaml``, the teacher
 and the baseline from ``teacher/result`` and ``baseline/result``; the ONNX file is the run's
@@ -25,10 +26,10 @@ from pathlib import Path
 import onnxruntime
 import torch
 
-from kdlightning.compare import markdown_table
-from kdlightning.export import export_student, ort_latency
-from kdlightning.measure import Latency, benchmark_settings, resolve_device, torch_latency
-from kdlightning.rundir import RunDirError, load_run, load_stage_model, split_inputs
+from kdlightning.deploy.compare import markdown_table
+from kdlightning.deploy.export import export_student, ort_latency
+from kdlightning.deploy.measure import Latency, benchmark_settings, resolve_device, torch_latency
+from kdlightning.job.rundir import RunDirError, load_run, load_stage_model, split_inputs
 
 LABELS = {"teacher": "teacher", "baseline": "student alone", "distilled": "distilled student"}
 

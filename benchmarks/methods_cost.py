@@ -7,8 +7,8 @@
 The setting is the default job's, composed from ``conf/`` as ``python -m kdlightning.train
 kd=<name> student=cnn`` would: teacher=cnn and student=cnn (``SmallCNN``), digits in the job's
 transfer mode (batch 64), the job's optimizer and each ``conf/kd/<name>.yaml``. Every method of
-``kdlightning.methods.build_method`` trains through ``DistillationModule``; ``dml`` through
-``kdlightning.mutual.MutualLearningModule`` (its cohort of ``kd.num_students`` students, no
+``kdlightning.distill.methods.build_method`` trains through ``DistillationModule``; ``dml`` through
+``kdlightning.distill.mutual.MutualLearningModule`` (its cohort of ``kd.num_students`` students, no
 teacher). The teacher keeps its initial weights: training it would change no step's cost.
 
 ``kd.teacher_logits`` is resolved as the job resolves it (``auto``: cached unless the data set
@@ -42,13 +42,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from kdlightning.build import build_model, optimizer_factories
-from kdlightning.compare import markdown_table
 from kdlightning.data.base import ClassificationDataModule
-from kdlightning.methods import METHODS, build_method
-from kdlightning.module import DistillationModule
-from kdlightning.mutual import MutualLearningModule, check_num_students
-from kdlightning.stages import compute_teacher_logits, teacher_logits_mode
+from kdlightning.deploy.compare import markdown_table
+from kdlightning.distill.methods import METHODS, build_method
+from kdlightning.distill.modules import DistillationModule
+from kdlightning.distill.mutual import MutualLearningModule, check_num_students
+from kdlightning.job.build import build_model, optimizer_factories
+from kdlightning.job.stages import compute_teacher_logits, teacher_logits_mode
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 ALL_METHODS = (*METHODS, "dml")

@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from kdlightning.compare import markdown_table
+from kdlightning.deploy.compare import markdown_table
 from kdlightning.report import collect_jobs
 
 

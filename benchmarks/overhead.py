@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from kdlightning.data.base import IndexedTensors, batch_as_is
-from kdlightning.losses import distillation_loss
+from kdlightning.distill.functional import distillation_loss
+from kdlightning.distill.modules import ClassifierModule, DistillationModule
 from kdlightning.models import MLP, SmallCNN
-from kdlightning.module import ClassifierModule, DistillationModule
 
 
 def make_models(pair: str, input_shape: tuple[int, ...]) -> tuple[torch.nn.Module, torch.nn.Module]:

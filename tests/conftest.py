@@ -95,7 +95,7 @@ def compose(overrides: list[str] | None = None, output_dir: Path | None = None):
     from hydra.types import RunMode
     from omegaconf import OmegaConf, open_dict
 
-    from kdlightning.resolvers import register_resolvers
+    from kdlightning.job.resolvers import register_resolvers
 
     register_resolvers()  # conf/hydra uses ${kdl.run_id:}; the CLI registers it at import
     GlobalHydra.instance().clear()
@@ -129,8 +129,8 @@ def run_job(
     cache, ``<log_dir>/cache``) is ``tmp_path`` unless ``log_dir`` names another one: tests
     share a cache only when they ask for it. ``overrides`` come last and win.
     """
-    from kdlightning import tracking
-    from kdlightning.train import run
+    from kdlightning.job import tracking
+    from kdlightning.job.run import run
 
     out = Path(tmp_path) / name
     cfg = compose([*FAST, f"paths.log_dir={log_dir or tmp_path}", *overrides], out)

@@ -1,4 +1,4 @@
-"""kdlightning.cache: what the key depends on, hits and misses, damaged and hostile entries,
+"""kdlightning.job.cache: what the key depends on, hits and misses, damaged and hostile entries,
 failures, locks, concurrent jobs and DDP ranks."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from conftest import compose
 from filelock import FileLock
 from omegaconf import DictConfig, open_dict
 
-from kdlightning.cache import (
+from kdlightning.job.cache import (
     CacheError,
     StageCache,
     cache_key,
@@ -342,7 +342,7 @@ def test_a_damaged_entry_is_named_discarded_and_recomputed(
     _, stored = run_stage(cfg, tmp_path / "a", stage)
     entry = Path(stored["cache"]["entry"])
     tamper(entry)
-    with caplog.at_level(logging.WARNING, logger="kdlightning.cache"):
+    with caplog.at_level(logging.WARNING, logger="kdlightning.job.cache"):
         _, metrics = run_stage(cfg, tmp_path / "b", stage)
     assert f"Cache entry {entry} is damaged" in caplog.text
     assert stage.calls == 2 and metrics["cache"]["hit"] is False
@@ -386,7 +386,7 @@ def test_a_malicious_pickle_in_the_cache_never_runs(
         else:
             pickle.dump(WritesMarker(marker), f)
     _rewrite_checksum(entry)  # past the checksum: only weights_only loading stands in the way
-    with caplog.at_level(logging.WARNING, logger="kdlightning.cache"):
+    with caplog.at_level(logging.WARNING, logger="kdlightning.job.cache"):
         _, metrics = run_stage(cfg, tmp_path / "b", stage)
     assert not marker.exists()
     assert f"Cache entry {entry} is damaged" in caplog.text

@@ -24,17 +24,17 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
-from kdlightning.build import (
+from kdlightning.data.base import ClassificationDataModule
+from kdlightning.job.build import (
     build_model,
     make_callbacks,
     make_loggers,
     make_trainer,
     optimizer_factories,
 )
-from kdlightning.data.base import ClassificationDataModule
+from kdlightning.job.resolvers import RUN_ID, register_resolvers
 from kdlightning.lm.data import TextDataModule
 from kdlightning.models import CIFAR_MODELS
-from kdlightning.resolvers import RUN_ID, register_resolvers
 
 # Every group, so a config added later is covered without touching this file. hydra/ configures
 # Hydra itself; local/ holds only a README in the repository (its yaml files are git-ignored).

@@ -79,7 +79,7 @@ def test_ddp_multirun_runs_each_job_once_and_matches_one_process(tmp_path: Path)
     out = proc.stdout + proc.stderr
     # A DDP child that re-read `-m kd.temperature=2,4` would start a sweep of its own.
     assert out.count("Launching 2 jobs") == 1, out[-3000:]
-    # the sweep dir and the teacher/baseline cache it shares (kdlightning.cache), nothing else:
+    # the sweep dir and the teacher/baseline cache it shares (kdlightning.job.cache), nothing else:
     # no process made a timestamped run dir of its own
     assert sorted(p.name for p in logs.iterdir()) == ["cache", "distill"], "stray dirs"
     assert [p.name for p in (logs / "distill").iterdir()] == ["multiruns"], "stray dirs"

@@ -1,4 +1,4 @@
-"""kdlightning.distributed in-process: what a DDP child runs, the rank-0 guard, and what
+"""kdlightning.job.distributed in-process: what a DDP child runs, the rank-0 guard, and what
 job_scope does around a job (its DDP children are fakes here; test_ddp.py runs real ones)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from conftest import REPO_ROOT, compose
 
-from kdlightning import distributed
+from kdlightning.job import distributed
 
 
 def test_child_of_a_sweep_job_runs_that_job_once(monkeypatch: pytest.MonkeyPatch) -> None:

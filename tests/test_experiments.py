@@ -14,13 +14,13 @@ from fake_files import write_cifar, write_idx_dataset
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from kdlightning.hooks import check_paths
-from kdlightning.methods import build_method
+from kdlightning.distill.hooks import check_paths
+from kdlightning.distill.methods import build_method
+from kdlightning.distill.modules import DistillationModule
+from kdlightning.distill.mutual import MutualLearningModule
+from kdlightning.job.config import check_config
 from kdlightning.models import cifar_model
 from kdlightning.models.cifar import CIFAR_MODELS
-from kdlightning.module import DistillationModule
-from kdlightning.mutual import MutualLearningModule
-from kdlightning.validate import check_config
 
 CIFAR_EXPERIMENTS = {
     "cifar100_resnet32x4_resnet8x4": ("resnet32x4", "resnet8x4"),
@@ -123,7 +123,7 @@ def test_cpu_experiments_compose() -> None:
 
 
 # The runs below need no separate process: each composes experiment=... in-process, exactly
-# as the command line would, and runs the job with kdlightning.train.run (tests/conftest.py).
+# as the command line would, and runs the job with kdlightning.job.run.run (tests/conftest.py).
 # The CIFAR zoo models are the slow ones; the small experiments run in the quick unit run too.
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CIFAR_EXPERIMENTS))

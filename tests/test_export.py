@@ -1,5 +1,5 @@
-"""kdlightning.export: checked ONNX / torch.export files of the distilled student, loadable without
-the package; refused run directories; ``export=onnx`` in the main job."""
+"""kdlightning.deploy.export: checked ONNX / torch.export files of the distilled student,
+loadable without the package; refused run directories; ``export=onnx`` in the main job."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import torch
 from conftest import compose, read_json, run_job
 from torch import nn
 
-from kdlightning import export
-from kdlightning.export import (
+from kdlightning.deploy import export
+from kdlightning.deploy.export import (
     EXPORTERS,
     ExportError,
     ExportMismatch,
@@ -26,9 +26,9 @@ from kdlightning.export import (
     export_run,
     export_student,
 )
+from kdlightning.job.config import ConfigError, check_config
+from kdlightning.job.rundir import RunDirError, load_config, load_run, split_inputs
 from kdlightning.models import MLP
-from kdlightning.rundir import RunDirError, load_config, load_run, split_inputs
-from kdlightning.validate import ConfigError, check_config
 
 
 @pytest.fixture(scope="module")

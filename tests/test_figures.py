@@ -14,7 +14,6 @@ import pytest
 import torch
 from conftest import REPO_ROOT, run_job
 
-from kdlightning import tracking
 from kdlightning.data import DigitsDataModule
 from kdlightning.figures import (
     FILES,
@@ -32,6 +31,7 @@ from kdlightning.figures import (
     write_figures,
 )
 from kdlightning.figures import cli as figures_cli
+from kdlightning.job import tracking
 from kdlightning.models import MLP
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -1,4 +1,5 @@
-"""kdlightning.hooks: outputs of submodules by path, hooks removed after use, helpful errors."""
+"""kdlightning.distill.hooks: outputs of submodules by path, hooks removed after use, helpful
+errors."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from kdlightning.hooks import capture, check_paths, probe_shapes
+from kdlightning.distill.hooks import capture, check_paths, probe_shapes
 from kdlightning.models import SmallCNN
 
 

@@ -1,4 +1,4 @@
-"""kdlightning.losses against hand-computed values."""
+"""kdlightning.distill.functional against hand-computed values."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdlightning.losses import distillation_loss, distillation_terms, kd_loss
+from kdlightning.distill.functional import distillation_loss, distillation_terms, kd_loss
 
 
 def test_kd_loss_at_t1_is_plain_kl_by_hand() -> None:

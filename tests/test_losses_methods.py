@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdlightning.losses import (
+from kdlightning.distill.functional import (
     attention_loss,
     dist_loss,
     dkd_loss,

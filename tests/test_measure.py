@@ -1,5 +1,5 @@
-"""kdlightning.measure: latency with torch.utils.benchmark (fixed threads, median and IQR, batch 1
-and batch N), and how kdlightning.compare shows it."""
+"""kdlightning.deploy.measure: latency with torch.utils.benchmark (fixed threads, median and
+IQR, batch 1 and batch N), and how kdlightning.deploy.compare shows it."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import compose
 
-from kdlightning.compare import comparison_table, latency_note
-from kdlightning.measure import (
+from kdlightning.deploy.compare import comparison_table, latency_note
+from kdlightning.deploy.measure import (
     benchmark_settings,
     measure_costs,
     resolve_device,

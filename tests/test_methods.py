@@ -1,5 +1,5 @@
-"""kdlightning.methods behind ``kd=<method>``: configs, start-up errors, the composition of each
-method's loss, a short training run per method with a frozen teacher, and one whole job."""
+"""kdlightning.distill.methods behind ``kd=<method>``: configs, start-up errors, the composition
+of each method's loss, a short training run per method with a frozen teacher, and one whole job."""
 
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from kdlightning import DistillationModule
-from kdlightning.cache import cache_key
 from kdlightning.data import DigitsDataModule
-from kdlightning.losses import dist_loss, dkd_loss, kd_loss, standardize_logits
-from kdlightning.methods import METHODS, MethodOutput, build_method
-from kdlightning.stages import teacher_logits_mode
-from kdlightning.validate import ConfigError, check_config
+from kdlightning.distill.functional import dist_loss, dkd_loss, kd_loss, standardize_logits
+from kdlightning.distill.methods import METHODS, MethodOutput, build_method
+from kdlightning.job.cache import cache_key
+from kdlightning.job.config import ConfigError, check_config
+from kdlightning.job.stages import teacher_logits_mode
 
 FEATURE_METHODS = [m for m, features in METHODS.items() if features]
 

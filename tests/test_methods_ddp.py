@@ -17,7 +17,7 @@ conv connector has a BatchNorm, whose statistics are per rank under DDP, as any 
 is without ``trainer.sync_batchnorm=true``, which needs GPUs); plain SGD; the same initial weights.
 
 The batch-relational terms (DIST, RKD, PKT) are exact because the module gathers their inputs
-across the ranks with gradients (``kdlightning.methods.Method.gather``); the last test shows
+across the ranks with gradients (``kdlightning.distill.methods.Method.gather``); the last test shows
 that without the gather RKD's result would differ.
 """
 
@@ -34,10 +34,10 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from kdlightning.data import DigitsDataModule
-from kdlightning.methods import METHODS, build_method
+from kdlightning.distill.methods import METHODS, build_method
+from kdlightning.distill.modules import DistillationModule
+from kdlightning.distill.mutual import MutualLearningModule
 from kdlightning.models import SmallCNN
-from kdlightning.module import DistillationModule
-from kdlightning.mutual import MutualLearningModule
 
 pytestmark = pytest.mark.slow  # two processes; about 1 s per method here (10 s in all)
 

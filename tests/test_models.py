@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from kdlightning.checkpoints import CheckpointError, load_weights, read_state_dict
-from kdlightning.measure import count_parameters, latency_ms, measure_model, state_dict_bytes
+from kdlightning.deploy.measure import count_parameters, latency_ms, measure_model, state_dict_bytes
 from kdlightning.models import MLP, SmallCNN, check_model_output
+from kdlightning.models.weights import CheckpointError, load_weights, read_state_dict
 
 
 def test_mlp_shapes_and_parameter_count() -> None:

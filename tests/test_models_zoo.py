@@ -9,10 +9,10 @@ import pytest
 import torch
 import torchvision
 
-from kdlightning.checkpoints import CheckpointError
-from kdlightning.measure import count_parameters
+from kdlightning.deploy.measure import count_parameters
 from kdlightning.models import CIFAR_MODELS, CNN1D, cifar_model, timm_model, torchvision_model
 from kdlightning.models.hub import torchvision_weights_file
+from kdlightning.models.weights import CheckpointError
 
 # Parameter counts on CIFAR-100 in millions, as published for the CIFAR KD benchmark
 # (RepDistiller / CRD, Tian et al. 2020, and the tables that reuse its models). The published

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from kdlightning import ClassifierModule, DistillationModule
 from kdlightning.data.base import UNLABELED
-from kdlightning.losses import distillation_terms
+from kdlightning.distill.functional import distillation_terms
 
 
 def teacher_net() -> nn.Module:

@@ -1,5 +1,5 @@
-"""Deep mutual learning (kdlightning.mutual): the loss against a loop, training, checkpoints,
-the job."""
+"""Deep mutual learning (kdlightning.distill.mutual): the loss against a loop, training,
+checkpoints, the job."""
 
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ import torch
 from conftest import compose, read_json, run_job
 
 from kdlightning.data import DigitsDataModule
-from kdlightning.models import MLP
-from kdlightning.mutual import (
+from kdlightning.distill.mutual import (
     MutualLearningModule,
     build_cohort,
     check_num_students,
     mutual_terms,
 )
-from kdlightning.validate import ConfigError, check_config
+from kdlightning.job.config import ConfigError, check_config
+from kdlightning.models import MLP
 
 
 def _loop_terms(logits: list[torch.Tensor], y: torch.Tensor, t: float) -> list[tuple]:

@@ -15,10 +15,10 @@ import pytest
 import torch
 from conftest import FAST, REPO_ROOT, cli_env, compose, read_json
 
-from kdlightning import train
-from kdlightning.module import DivergenceError
-from kdlightning.results import finite, mark_failed, write_json
-from kdlightning.validate import ConfigError, check_config
+from kdlightning.distill.modules import DivergenceError
+from kdlightning.job import run as train
+from kdlightning.job.config import ConfigError, check_config
+from kdlightning.job.results import finite, mark_failed, write_json
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ import pytest
 from conftest import FAST, REPO_ROOT, cli_env, read_json, run_module
 from omegaconf import OmegaConf
 
-from kdlightning.cache import read_events
+from kdlightning.job.cache import read_events
 from kdlightning.report import (
     BY_ROLE_FILE,
     FILES,
@@ -110,7 +110,7 @@ def full_grid(specs: list[dict[str, Any]]) -> list[str]:
 
 
 def fake_sweep(root: Path, jobs: list[dict[str, Any]], task: list[str] | None = None) -> Path:
-    """A multirun folder as Hydra and kdlightning.train leave it, without training anything.
+    """A multirun folder as Hydra and kdlightning.job.run leave it, without training anything.
 
     Each spec: T, a, seed; ``extra`` overrides; ``val``/``test`` (a finished job) or
     ``results`` (results.json as given) or ``failed``; ``cfg`` merged into its config.
@@ -436,7 +436,7 @@ from hydra.core.hydra_config import HydraConfig
 @hydra.main(version_base="1.3", config_path=".", config_name="app")
 def main(cfg):
     out = Path(HydraConfig.get().runtime.output_dir)
-    if not isinstance(cfg.kd.temperature, float):  # what kdlightning.train does with "bad"
+    if not isinstance(cfg.kd.temperature, float):  # what kdlightning.job.run does with "bad"
         (out / "failed.json").write_text(json.dumps({"error": "ValueError: bad temperature"}))
         return
     acc = 0.5 + cfg.kd.temperature / 10 + cfg.seed / 100
@@ -590,7 +590,7 @@ def test_the_console_script_is_the_package_main() -> None:
     assert getattr(__import__(module, fromlist=[name]), name) is main
 
 
-# --- a real multirun of kdlightning.train --------------------------------------------------------
+# --- a real multirun of kdlightning.job.run ---------------------------------------------------
 
 
 @pytest.mark.slow

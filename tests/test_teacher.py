@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import read_json, run_job
 
-from kdlightning.cache import load_entry
-from kdlightning.checkpoints import CheckpointError, read_state_dict
-from kdlightning.stages import is_near_chance, warn_if_near_chance
+from kdlightning.job.cache import load_entry
+from kdlightning.job.stages import is_near_chance, warn_if_near_chance
+from kdlightning.models.weights import CheckpointError, read_state_dict
 
 
 def test_near_chance_threshold() -> None:

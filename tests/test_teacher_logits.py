@@ -9,11 +9,11 @@ import pytest
 import torch
 from conftest import FAST, compose, read_json, run_module
 
-from kdlightning import train
 from kdlightning.data import CIFAR10DataModule, DigitsDataModule
+from kdlightning.distill.modules import DistillationModule
+from kdlightning.job import run as train
+from kdlightning.job.stages import compute_teacher_logits, teacher_logits_mode
 from kdlightning.models import MLP, SmallCNN
-from kdlightning.module import DistillationModule
-from kdlightning.stages import compute_teacher_logits, teacher_logits_mode
 
 
 def test_stored_rows_are_the_teachers_outputs_in_sample_order() -> None:

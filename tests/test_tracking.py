@@ -1,4 +1,4 @@
-"""kdlightning.tracking: offline fallback, flat config, and a real offline W&B sweep read back
+"""kdlightning.job.tracking: offline fallback, flat config, and a real offline W&B sweep read back
 with wandb's own reader (``wandb leet inspect``)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from conftest import FAST, cli_env, run_module
 
-from kdlightning import tracking
+from kdlightning.job import tracking
 
 
 def test_flatten_gives_dotted_keys() -> None:

@@ -1,4 +1,4 @@
-"""The main job end to end on digits (debug=fast): in-process through ``kdlightning.train.run``,
+"""The main job end to end on digits (debug=fast): in-process through ``kdlightning.job.run.run``,
 plus one smoke test of the real command line."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import FAST, exception_chain, read_json, run_job, run_module
 
+from kdlightning.job.run import TASKS, check_task
 from kdlightning.models import MLP
-from kdlightning.train import TASKS, check_task
 
 ROLES = ("teacher", "baseline", "distilled")
 

@@ -4,7 +4,7 @@
     python -m kdlightning.figures RUN_DIR --temperatures 1 2 8
 
 Reads results.json, rebuilds the data module from the run's config (``config.yaml``, else
-Hydra's ``.hydra/config.yaml``: ``kdlightning.rundir``) and the teacher from its saved stage
+Hydra's ``.hydra/config.yaml``: ``kdlightning.job.rundir``) and the teacher from its saved stage
 (``teacher/result``, tensors only), then writes ``RUN_DIR/figures/*.png`` as the job does. A
 figure whose inputs are gone is skipped with a log line; a folder that is not a finished run
 is refused.
@@ -22,10 +22,10 @@ from typing import Any
 from hydra.utils import instantiate
 from torch import nn
 
-from kdlightning import results as results_io
-from kdlightning.build import build_model
 from kdlightning.figures.write import TEMPERATURES, write_figures
-from kdlightning.rundir import load_config
+from kdlightning.job import results as results_io
+from kdlightning.job.build import build_model
+from kdlightning.job.rundir import load_config
 
 log = logging.getLogger(__name__)
 

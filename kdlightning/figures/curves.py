@@ -5,7 +5,7 @@
     epochs, values = read_curve("RUN_DIR/logs/distilled/metrics.csv", "val/acc")
 
 The CSV logger (``logger=csv``, the default) writes ``RUN_DIR/logs/<stage>/metrics.csv``. A
-stage that came from the cache (``kdlightning.cache``) trained in another run's folder, named in
+stage that came from the cache (``kdlightning.job.cache``) trained in another run's folder, named in
 results.json (``<stage>.cache.trained_in``): its curve is read there while that folder exists.
 A stage's CSV also holds the validation of the best checkpoint after training, logged at the
 epoch after the last: only epochs that trained count, the last value of each.

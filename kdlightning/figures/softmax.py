@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from kdlightning.data.base import ClassificationDataModule
-from kdlightning.losses import check_temperature
+from kdlightning.distill.functional import check_temperature
 
 # Beyond this many classes the bars are unreadable: show the teacher's top classes only.
 MAX_BARS = 12

@@ -17,7 +17,7 @@ from typing import Any
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from kdlightning.compare import ROLES
+from kdlightning.deploy.compare import ROLES
 
 COLORS = {"teacher": "tab:blue", "baseline": "tab:gray", "distilled": "tab:orange"}
 

@@ -22,11 +22,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdlightning import results as results_io
-from kdlightning.compare import ROLES, markdown_table, ratios
+from kdlightning.deploy.compare import ROLES, markdown_table, ratios
+from kdlightning.deploy.measure import count_parameters, state_dict_bytes, time_call
+from kdlightning.job import results as results_io
 from kdlightning.lm.data import TextDataModule
 from kdlightning.lm.gpt import sample
-from kdlightning.measure import count_parameters, state_dict_bytes, time_call
 
 
 @torch.no_grad()
@@ -103,7 +103,7 @@ def lm_table(results: Mapping[str, Mapping[str, Any]]) -> str:
 def write_lm_job(
     output_dir: Path, results: dict[str, Any], weights: Mapping[str, nn.Module] | None = None
 ) -> str:
-    """``results.json``, ``comparison.md`` and the ``weights`` files, as ``kdlightning.results``
+    """``results.json``, ``comparison.md`` and the ``weights`` files, as ``kdlightning.job.results``
     writes them for images, with the LM title and table; returns the comparison."""
     return results_io.write_job(output_dir, results, weights, title=lm_title, table=lm_table)
 

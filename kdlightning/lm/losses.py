@@ -15,7 +15,7 @@ the **per-token mean** over masked tokens, so adding padding never changes the v
 Divergences (each on ``logits / T``, times ``T^2`` as in Hinton et al. 2015, arXiv 1503.02531):
 
 * :func:`forward_kl` ``KL(p_t || p_s)``: the token-level KD of torchtune's recipe and of
-  ``kdlightning.losses.kd_loss``, with a mask;
+  ``kdlightning.distill.functional.kd_loss``, with a mask;
 * :func:`reverse_kl` ``KL(p_s || p_t)``: mode-seeking, argued for by MiniLLM (Gu et al. 2023,
   arXiv 2306.08543);
 * :func:`generalized_jsd` with ``beta`` (GKD, Agarwal et al. 2023, arXiv 2306.13649, TRL's
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from kdlightning.losses import check_temperature
+from kdlightning.distill.functional import check_temperature
 
 __all__ = [
     "LM_METHODS",

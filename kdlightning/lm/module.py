@@ -21,6 +21,13 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
 
+from kdlightning.distill.functional import check_alpha, check_temperature
+from kdlightning.distill.modules import (
+    FrozenTeacher,
+    OptimizerFactory,
+    SchedulerFactory,
+    SupervisedModule,
+)
 from kdlightning.lm.cached import dense_from_topk
 from kdlightning.lm.data import bits_per_byte
 from kdlightning.lm.losses import lm_divergence, next_token_ce
@@ -30,8 +37,6 @@ from kdlightning.lm.on_policy import (
     step_generator,
     student_batch,
 )
-from kdlightning.losses import check_alpha, check_temperature
-from kdlightning.module import FrozenTeacher, OptimizerFactory, SchedulerFactory, SupervisedModule
 
 Batch = tuple[Tensor, ...]  # (inputs, targets, mask, index)
 
@@ -129,7 +134,7 @@ class LMDistillationModule(FrozenTeacher, _LMBase):
     """Distills a frozen causal-LM ``teacher`` into ``student``, token by token.
 
     ``method``: ``forward_kl``, ``reverse_kl`` or ``jsd`` (with ``beta``), see
-    ``kdlightning.lm.losses``. The teacher is frozen as in ``kdlightning.module``'s
+    ``kdlightning.lm.losses``. The teacher is frozen as in ``kdlightning.distill.modules``'s
     ``DistillationModule``: no gradients, eval mode even after ``module.train()``, run under
     ``torch.no_grad()``, outside the optimizer and outside checkpoints.
 

@@ -1,10 +1,10 @@
-"""The language-model job's stages, run by ``kdlightning.train`` when the data is text.
+"""The language-model job's stages, run by ``kdlightning.job.run`` when the data is text.
 
     teacher_stage    train the teacher GPT (or load teacher.checkpoint / a local HF model)
     baseline_stage   the student alone on next-token cross-entropy
     distill_stage    the student learning from the frozen teacher (kd=forward_kl|reverse_kl|jsd)
 
-Same signature as ``kdlightning.stages``: ``stage(job) -> (model, metrics)``, with an
+Same signature as ``kdlightning.job.stages``: ``stage(job) -> (model, metrics)``, with an
 :class:`LMJob` (models are built for the data's vocabulary and block size). Every stage seeds
 the same way, so the baseline and the distilled student start from the same weights and see
 the same batches. Teacher logits: ``online`` (and ``auto``) run the teacher on every batch;
@@ -27,16 +27,16 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from kdlightning.build import make_trainer, optimizer_factories
-from kdlightning.cache import logits_key_inputs
-from kdlightning.checkpoints import load_weights
+from kdlightning.distill.functional import check_alpha, check_temperature
+from kdlightning.job.build import make_trainer, optimizer_factories
+from kdlightning.job.cache import logits_key_inputs
+from kdlightning.job.stages import Job, StageResult, evaluate, fit_and_test
 from kdlightning.lm.cached import compute_topk
 from kdlightning.lm.data import TextDataModule
 from kdlightning.lm.losses import LM_METHODS, check_beta
 from kdlightning.lm.module import LMDistillationModule, LMModule
 from kdlightning.lm.on_policy import check_fraction
-from kdlightning.losses import check_alpha, check_temperature
-from kdlightning.stages import Job, StageResult, evaluate, fit_and_test
+from kdlightning.models.weights import load_weights
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def _lm_callbacks(cfg: DictConfig) -> DictConfig:
 
 @dataclass  # a generated __init__ that calls __post_init__ (Job's own does not look for one)
 class LMJob(Job):
-    """A :class:`kdlightning.stages.Job` for text: LM builders and loss-monitoring callbacks.
+    """A :class:`kdlightning.job.stages.Job` for text: LM builders and loss-monitoring callbacks.
 
     Creating one checks the config and builds teacher and student once, so that a wrong method
     or a vocabulary mismatch stops the job before anything trains.

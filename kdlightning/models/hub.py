@@ -24,7 +24,7 @@ import torch
 import torchvision
 from torch import nn
 
-from kdlightning.checkpoints import CheckpointError
+from kdlightning.models.weights import CheckpointError
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Small teachers and students for digits-scale data: an MLP and a compact CNN.
 
 Every model factory in kdlightning takes ``num_classes`` and ``input_shape`` (C, H, W) as
-keyword arguments; ``kdlightning.train`` fills them from the data module.
+keyword arguments; ``kdlightning.job.run`` fills them from the data module.
 
     MLP(num_classes=10, input_shape=(1, 8, 8), hidden_sizes=[32])
     SmallCNN(num_classes=10, input_shape=(1, 8, 8), channels=[32, 64], hidden=128)

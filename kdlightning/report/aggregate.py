@@ -15,7 +15,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from kdlightning.compare import ROLES
+from kdlightning.deploy.compare import ROLES
 from kdlightning.report.collect import Job
 
 # aggregate() column -> (role, results.json key) of the distilled student it averages

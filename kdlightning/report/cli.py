@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nwritten: {', '.join(report['files'].values())}")
         settings = _wandb_settings(jobs, args.wandb)
         if settings is not None:
-            from kdlightning.tracking import log_report  # W&B only when it is wanted
+            from kdlightning.job.tracking import log_report  # W&B only when it is wanted
 
             log_report(sweep_dir, report, settings)
     return 0

@@ -134,7 +134,7 @@ def _read_results(job: Job, path: Path) -> None:
         found = {k: entry[k] for k in METRICS if k in entry}
         bad = [f"{role} {k}={json.dumps(v, default=str)}" for k, v in found.items()
                if not _is_number(v)]  # fmt: skip
-        # NaN or infinity (kdlightning.results writes them as null), text where a number belongs
+        # NaN or infinity (kdlightning.job.results writes them as null), text where a number belongs
         if bad:
             raise Unreadable("results.json: not a finite number: " + ", ".join(bad))
         job.metrics[role] = found

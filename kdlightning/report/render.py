@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from kdlightning.compare import markdown_table
+from kdlightning.deploy.compare import markdown_table
 from kdlightning.report.aggregate import reference_accuracy, status_counts
 from kdlightning.report.collect import Job
 

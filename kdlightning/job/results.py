@@ -25,8 +25,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from kdlightning.cache import DamagedEntry, load_entry, store_entry
-from kdlightning.compare import comparison_table, comparison_title, ratios
+from kdlightning.deploy.compare import comparison_table, comparison_title, ratios
+from kdlightning.job.cache import DamagedEntry, load_entry, store_entry
 
 RESULTS = "results.json"
 FAILED = "failed.json"
@@ -78,7 +78,7 @@ def write_job(
 
 def write_config(output_dir: Path, cfg: Any) -> None:
     """``config.yaml``: the job's config, resolved (paths absolute), so that any run directory,
-    in-process or from the CLI, can rebuild its student (``kdlightning.export``)."""
+    in-process or from the CLI, can rebuild its student (``kdlightning.deploy.export``)."""
     atomic_write(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
 

@@ -1,13 +1,13 @@
 """Builders: turn parts of the composed Hydra config into objects (models, optimizers, trainers).
 
-    from kdlightning.build import build_model, make_trainer, optimizer_factories
+    from kdlightning.job.build import build_model, make_trainer, optimizer_factories
     student = build_model(cfg.student.model, dm, "student")
     module = ClassifierModule(student, num_classes=dm.num_classes, **optimizer_factories(cfg))
     trainer = make_trainer(cfg, "baseline", output_dir)
 
-Nothing here trains; ``kdlightning.stages`` composes these into the job's stages. Loggers and
+Nothing here trains; ``kdlightning.job.stages`` composes these into the job's stages. Loggers and
 callbacks are instantiated generically from ``cfg.logger`` / ``cfg.callbacks`` (any Lightning
-logger or callback works); the only per-class policy, W&B's, lives in ``kdlightning.tracking``.
+logger or callback works); the only per-class policy, W&B's, lives in ``kdlightning.job.tracking``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from kdlightning import tracking
 from kdlightning.data.base import ClassificationDataModule
+from kdlightning.job import tracking
 from kdlightning.models.utils import check_model_output
 
 
@@ -85,7 +85,7 @@ def make_loggers(cfg: DictConfig, stage: str) -> list[Any]:
     """Instantiate ``cfg.logger``, each stage its own run/version of every logger.
 
     Loggers that take a ``version`` (CSV, TensorBoard) write to ``<save_dir>/<name>/<stage>``;
-    ``kdlightning.tracking.stage_kwargs`` adds W&B's per-stage run settings.
+    ``kdlightning.job.tracking.stage_kwargs`` adds W&B's per-stage run settings.
     """
     loggers = []
     for _, lg in _entries(cfg, "logger"):

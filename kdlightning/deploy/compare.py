@@ -1,6 +1,6 @@
 """The teacher / student-alone / distilled-student comparison the main job prints.
 
-from kdlightning.compare import comparison_table
+from kdlightning.deploy.compare import comparison_table
 print(comparison_table(json.load(open("results.json"))))
 """
 

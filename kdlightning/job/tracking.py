@@ -30,7 +30,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from kdlightning.compare import ROLES, ratios
+from kdlightning.deploy.compare import ROLES, ratios
 
 log = logging.getLogger(__name__)
 

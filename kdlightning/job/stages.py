@@ -4,7 +4,7 @@
     baseline_stage   the student alone on hard labels: what distillation has to beat
     distill_stage    the student learning from the frozen teacher (online or cached logits)
 
-``kdlightning.train`` runs them in that order through the cache; notebooks and tests can run
+``kdlightning.job.run`` runs them in that order through the cache; notebooks and tests can run
 one alone. Every stage seeds the same way, so the baseline and the distilled student start
 from the same initial weights and see the same data order.
 """
@@ -23,13 +23,13 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from kdlightning import tracking
-from kdlightning.build import build_model, make_trainer, optimizer_factories
-from kdlightning.cache import StageCache, logits_key_inputs
-from kdlightning.checkpoints import load_weights
 from kdlightning.data.base import ClassificationDataModule
-from kdlightning.methods import build_method
-from kdlightning.module import ClassifierModule, DistillationModule
+from kdlightning.distill.methods import build_method
+from kdlightning.distill.modules import ClassifierModule, DistillationModule
+from kdlightning.job import tracking
+from kdlightning.job.build import build_model, make_trainer, optimizer_factories
+from kdlightning.job.cache import StageCache, logits_key_inputs
+from kdlightning.models.weights import load_weights
 
 log = logging.getLogger(__name__)
 
@@ -244,12 +244,14 @@ def _cached_logits(job: Job) -> tuple[dict[str, Tensor], dict[str, Any]]:
 
 def distill_stage(job: Job) -> StageResult:
     """Distill ``job.teacher`` into a fresh student with the method ``kd.method`` names
-    (``kdlightning.methods``; ``dml``: ``kdlightning.mutual``): the distillation term on every
-    training sample, cross-entropy on the labeled ones."""
+    (``kdlightning.distill.methods``; ``dml``: ``kdlightning.distill.mutual``): the
+    distillation term on every training sample, cross-entropy on the labeled ones."""
     cfg, dm = job.cfg, job.dm
     method_name = cfg.kd.get("method", "kd")
     if method_name == "dml":  # deep mutual learning: a cohort of students, no teacher
-        from kdlightning.mutual import mutual_stage  # lazy: kdlightning.mutual imports this module
+        from kdlightning.distill.mutual import (
+            mutual_stage,  # lazy: kdlightning.distill.mutual imports this module
+        )
 
         return mutual_stage(job)
     if job.teacher is None:

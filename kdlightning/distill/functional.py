@@ -19,7 +19,7 @@ belong to the training module, not here.
   :func:`pkt_loss`.
 
     >>> import torch
-    >>> from kdlightning.losses import distillation_loss
+    >>> from kdlightning.distill.functional import distillation_loss
     >>> s, t, y = torch.randn(8, 10), torch.randn(8, 10), torch.randint(0, 10, (8,))
     >>> distillation_loss(s, t, y, temperature=4.0, alpha=0.9).shape
     torch.Size([])

@@ -43,7 +43,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 import kdlightning
-from kdlightning.distributed import is_global_zero, job_token
+from kdlightning.job.distributed import is_global_zero, job_token
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Check a composed config before any work: every bad value named, with its fix.
 
-    from kdlightning.validate import check_config
+    from kdlightning.job.config import check_config
     check_config(cfg)   # raises ConfigError("kd.temperature='abc' is not a number; ...")
 
 Hydra checks that keys exist; this module checks what their values mean (types, ranges, model
@@ -17,9 +17,9 @@ from typing import Any
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from kdlightning.losses import check_alpha, check_temperature
-from kdlightning.methods import METHODS, build_method, check_method_name, method_params
-from kdlightning.stages import cached_feature_message, check_teacher_logits
+from kdlightning.distill.functional import check_alpha, check_temperature
+from kdlightning.distill.methods import METHODS, build_method, check_method_name, method_params
+from kdlightning.job.stages import cached_feature_message, check_teacher_logits
 
 # Arguments every model builder receives from the data module, never from the config.
 FROM_DATA = ("num_classes", "input_shape")
@@ -76,8 +76,8 @@ def check_model_keys(cfg: DictConfig, role: str) -> None:
 
 
 def known_methods() -> tuple[str, ...]:
-    """Every ``kd.method`` a job can run: ``kdlightning.methods``' own, deep mutual learning
-    (``kdlightning.mutual``) and the language-model methods (``kdlightning.lm``)."""
+    """Every ``kd.method`` a job can run: ``kdlightning.distill.methods``' own, deep mutual learning
+    (``kdlightning.distill.mutual``) and the language-model methods (``kdlightning.lm``)."""
     from kdlightning.lm.losses import LM_METHODS  # pure functions: a cheap import
 
     return (*METHODS, "dml", *LM_METHODS)
@@ -111,7 +111,9 @@ def check_kd(cfg: DictConfig) -> None:
             except ValueError as err:
                 raise ConfigError(f"kd.{key}={value!r}: {err}") from None
     if method == "dml":
-        from kdlightning.mutual import check_num_students  # lazy: it imports kdlightning.stages
+        from kdlightning.distill.mutual import (
+            check_num_students,  # lazy: it imports kdlightning.job.stages
+        )
 
         try:
             check_num_students(kd.get("num_students", 2))

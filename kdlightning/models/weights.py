@@ -1,6 +1,6 @@
 """Load model weights from a kdlightning/Lightning checkpoint or a plain ``state_dict`` file.
 
-    from kdlightning.checkpoints import load_weights
+    from kdlightning.models.weights import load_weights
     load_weights(teacher, "logs/runs/.../teacher/checkpoints/best.ckpt", role="teacher")
 
 Every failure a user can cause (missing file, not a checkpoint, wrong architecture) raises an

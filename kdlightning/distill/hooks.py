@@ -1,6 +1,6 @@
 """Intermediate outputs of a model by module path, through forward hooks (no model code changes).
 
-    from kdlightning.hooks import capture, check_paths
+    from kdlightning.distill.hooks import capture, check_paths
     check_paths(model, ["features.3"], role="student")        # ValueError naming near paths
     with capture(model, ["features.3", "pool"]) as feats:
         logits = model(x)

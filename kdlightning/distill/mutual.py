@@ -9,7 +9,7 @@ peer's (detached) prediction to its own (the paper's eq. 10)::
 From Python::
 
     import lightning as L
-    from kdlightning.mutual import MutualLearningModule
+    from kdlightning.distill.mutual import MutualLearningModule
     module = MutualLearningModule([student_a, student_b], temperature=1.0)
     L.Trainer(max_epochs=10).fit(module, datamodule)
     module.students[0]  # the student the job reports and ships
@@ -34,16 +34,16 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
 
-from kdlightning.build import optimizer_factories
-from kdlightning.losses import check_temperature, kd_loss, labeled_ce
-from kdlightning.module import (
+from kdlightning.distill.functional import check_temperature, kd_loss, labeled_ce
+from kdlightning.distill.modules import (
     Batch,
     OptimizerFactory,
     SchedulerFactory,
     SupervisedModule,
     infer_num_classes,
 )
-from kdlightning.stages import Job, StageResult, fit_and_test, warn_if_near_chance
+from kdlightning.job.build import optimizer_factories
+from kdlightning.job.stages import Job, StageResult, fit_and_test, warn_if_near_chance
 
 __all__ = [
     "MutualLearningModule",
@@ -86,9 +86,9 @@ def mutual_terms(
 
     Peers' predictions enter as constants (detached), as in the paper, where each network is
     updated with the others' current predictions as targets. Targets < 0 carry no label: the
-    cross-entropy averages over the labeled samples (:func:`kdlightning.losses.labeled_ce`), the
-    mutual KL over all of them. The KL term is :func:`kdlightning.losses.kd_loss` (T^2-scaled,
-    float32).
+    cross-entropy averages over the labeled samples
+    (:func:`kdlightning.distill.functional.labeled_ce`), the mutual KL over all of them. The KL
+    term is :func:`kdlightning.distill.functional.kd_loss` (T^2-scaled, float32).
     """
     k = len(logits)
     if k < 2:

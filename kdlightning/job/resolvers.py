@@ -1,5 +1,5 @@
 """OmegaConf resolvers that conf/ uses; :func:`register_resolvers` must run before Hydra
-composes the config (``kdlightning.train`` calls it at import, before ``@hydra.main``).
+composes the config (``kdlightning.job.run`` calls it at import, before ``@hydra.main``).
 
 ``${kdl.run_id:}``
     A short random id (6 hex digits) appended to the run and sweep folders

@@ -1,6 +1,6 @@
 """What a deployed model costs: parameters, saved size, and latency that can be trusted.
 
-    from kdlightning.measure import measure_costs, time_call
+    from kdlightning.deploy.measure import measure_costs, time_call
     measure_costs(student, input_shape=(1, 8, 8), batch_size=256, threads=1)
     # {'params': 2410, 'size_bytes': 11563, 'latency_ms': 0.041, 'latency_iqr_ms': 0.001,
     #  'latency_ms_b1': 0.012, 'latency_iqr_ms_b1': 0.0004, 'latency_threads': 1,

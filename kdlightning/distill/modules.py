@@ -1,6 +1,6 @@
 """Lightning modules: ``DistillationModule`` (frozen teacher -> student) and ``ClassifierModule``.
 
-The math lives in ``kdlightning.losses``; this file only wires it to Lightning::
+The math lives in ``kdlightning.distill.functional``; this file only wires it to Lightning::
 
     import lightning as L
     from kdlightning import DistillationModule
@@ -8,8 +8,8 @@ The math lives in ``kdlightning.losses``; this file only wires it to Lightning::
     L.Trainer(max_epochs=10).fit(module, datamodule)
     module.student  # the plain nn.Module to deploy
 
-    # another method (kdlightning.methods): DKD, DIST, FitNets, attention transfer, ...
-    from kdlightning.methods import build_method
+    # another method (kdlightning.distill.methods): DKD, DIST, FitNets, attention transfer, ...
+    from kdlightning.distill.methods import build_method
     method = build_method({"method": "at", "student_layers": ["features.3"],
                            "teacher_layers": ["features.3"]}, teacher, student, (1, 8, 8))
     module = DistillationModule(teacher, student, method=method)
@@ -33,9 +33,9 @@ from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from kdlightning.data.base import UNLABELED
-from kdlightning.hooks import capture
-from kdlightning.losses import check_alpha, check_temperature, kd_loss
-from kdlightning.methods import KD, Method, no_gather
+from kdlightning.distill.functional import check_alpha, check_temperature, kd_loss
+from kdlightning.distill.hooks import capture
+from kdlightning.distill.methods import KD, Method, no_gather
 
 __all__ = [
     "ClassifierModule",
@@ -306,7 +306,8 @@ class DistillationModule(FrozenTeacher, SupervisedModule):
     """Distills a frozen ``teacher`` into a trainable ``student``.
 
     ``loss = alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)``
-    (see ``kdlightning.losses``) unless ``method`` (a :class:`kdlightning.methods.Method`, from
+    (see ``kdlightning.distill.functional``) unless ``method`` (a
+    :class:`kdlightning.distill.methods.Method`, from
     ``build_method``) says otherwise: ``temperature`` and ``alpha`` are then unused and
     ``val/kd_loss`` is the KD loss at the method's temperature. A method's own parameters
     (FitNets' connectors) are trained with the student and saved in its checkpoints
@@ -401,7 +402,7 @@ class DistillationModule(FrozenTeacher, SupervisedModule):
     # --- the frozen teacher -------------------------------------------------------------------
     def on_fit_start(self) -> None:
         # Batch-relational terms (DIST, RKD, PKT) relate the global batch under DDP: gather the
-        # ranks' tensors with their gradients (see kdlightning.methods.Method.gather).
+        # ranks' tensors with their gradients (see kdlightning.distill.methods.Method.gather).
         if self.trainer.world_size > 1:
             self.method.gather = lambda t: self.all_gather(t, sync_grads=True).flatten(0, 1)
 

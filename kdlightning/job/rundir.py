@@ -1,13 +1,13 @@
 """A finished job's run directory read back: its config, data, and models, for tools that come
 after the job (``kdl-export``, ``benchmarks/latency.py``).
 
-    from kdlightning.rundir import load_run, load_stage_model, split_inputs
+    from kdlightning.job.rundir import load_run, load_stage_model, split_inputs
     run = load_run("logs/distill/runs/<dir>")     # config.yaml + student.pt, checked
     run.student, run.dm, run.cfg                  # the distilled student (eval mode), its data
     teacher = load_stage_model(run, "teacher")    # from <dir>/teacher/result (checksummed)
     x = split_inputs(run.dm, max_samples=1024)    # real test inputs
 
-Every job writes ``config.yaml`` (the resolved config it ran with, ``kdlightning.results``); a
+Every job writes ``config.yaml`` (the resolved config it ran with, ``kdlightning.job.results``); a
 CLI run from before that has Hydra's ``.hydra/config.yaml``, resolved here against its
 ``.hydra/hydra.yaml``. Weights are read with ``torch.load(weights_only=True)`` only.
 """
@@ -23,9 +23,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from kdlightning.build import build_model
-from kdlightning.cache import DamagedEntry
-from kdlightning.results import load_stage
+from kdlightning.job.build import build_model
+from kdlightning.job.cache import DamagedEntry
+from kdlightning.job.results import load_stage
 
 
 class RunDirError(ValueError):

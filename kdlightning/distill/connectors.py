@@ -1,6 +1,6 @@
 """Connectors: the learnable maps that bring a student's features to a teacher's shape.
 
-    from kdlightning.connectors import make_connector
+    from kdlightning.distill.connectors import make_connector
     conn = make_connector((16, 4, 4), (64, 4, 4), "features.6", "features.6")  # 1x1 conv + BN
     conn = make_connector((32,), (256,), "head.1", "head.1")                    # nn.Linear
 

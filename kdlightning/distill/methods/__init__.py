@@ -1,7 +1,8 @@
 """Distillation methods: each one a small ``nn.Module`` composing the losses of
-``kdlightning.losses`` with cross-entropy, behind one config switch (``kd=kd|dkd|dist|...``).
+``kdlightning.distill.functional`` with cross-entropy, behind one config switch
+(``kd=kd|dkd|dist|...``).
 
-    from kdlightning.methods import build_method
+    from kdlightning.distill.methods import build_method
     method = build_method(cfg.kd, teacher, student, input_shape=(1, 8, 8))  # checks everything
     out = method(s_logits, t_logits, targets, s_feats, t_feats, epoch=0)
     out.loss, out.terms   # the weighted total; {"kd_loss": ..., "ce_loss": ...} unweighted
@@ -9,7 +10,7 @@
 Every method has the same interface: ``forward(student_logits, teacher_logits, targets,
 student_feats, teacher_feats, epoch) -> MethodOutput``. ``needs_features`` says whether it reads
 intermediate outputs; then ``student_layers`` / ``teacher_layers`` are the module paths the
-training module captures (``kdlightning.hooks``), paired in order. Logit methods work with
+training module captures (``kdlightning.distill.hooks``), paired in order. Logit methods work with
 cached teacher logits; feature methods need the teacher online.
 
 Targets equal to ``UNLABELED`` (-1, the transfer set) get no cross-entropy. The methods'
@@ -42,9 +43,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from kdlightning.connectors import make_connector, pool_to
-from kdlightning.hooks import probe_shapes
-from kdlightning.losses import (
+from kdlightning.distill.connectors import make_connector, pool_to
+from kdlightning.distill.functional import (
     attention_loss,
     check_alpha,
     check_temperature,
@@ -59,6 +59,7 @@ from kdlightning.losses import (
     rkd_distance_loss,
     standardize_logits,
 )
+from kdlightning.distill.hooks import probe_shapes
 
 __all__ = [
     "DIST",

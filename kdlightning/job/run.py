@@ -1,0 +1,196 @@
+"""Main job: teacher -> student alone -> distilled student, then a side-by-side comparison.
+
+    python -m kdlightning.train                                  # digits, CPU, ~1 minute
+    python -m kdlightning.train kd.temperature=8 kd.alpha=0.5    # any value from the CLI
+    python -m kdlightning.train teacher.checkpoint=PATH          # reuse a trained teacher
+    python -m kdlightning.train data.num_labeled=100             # distill on unlabeled data
+    python -m kdlightning.train cache.enabled=false              # retrain a cached teacher
+    python -m kdlightning.train task=classify                    # train the teacher only
+    python -m kdlightning.train resume=true hydra.run.dir=DIR    # continue a killed job
+    python -m kdlightning.train -m kd.temperature=1,2,4,8        # a Hydra multirun sweep
+    python -m kdlightning.train -m +sweep=temperature_alpha seed=0,1,2   # T x alpha x seeds
+    python -m kdlightning.report logs/distill/multiruns/<date>   # the sweep's report
+    python -m kdlightning.figures RUN_DIR                        # re-draw a run's figures
+    python -m kdlightning.train --cfg job                        # print the composed config
+
+Text data (``experiment=lm_pydocs``, ``data=text_files``) runs the language-model stages of
+``kdlightning.lm`` instead, with the same cache, results and sweeps.
+
+The stages are in ``kdlightning.job.stages``; the teacher and the baseline come from
+``kdlightning.job.cache`` when an earlier job with the same configs stored them; everything the job
+writes is written by ``kdlightning.job.results``. Returns the distilled student's validation
+accuracy (the teacher's for ``task=classify``), the value a Hydra sweeper optimizes; for language
+models the validation bits per byte (lower is better: have the sweeper minimize it).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from kdlightning.deploy.measure import benchmark_settings, measure_costs
+from kdlightning.figures import write_figures
+from kdlightning.job import results as results_io
+from kdlightning.job import tracking
+from kdlightning.job.cache import StageCache
+from kdlightning.job.config import check_config
+from kdlightning.job.distributed import is_global_zero, job_scope, relaunch_safe
+from kdlightning.job.resolvers import register_resolvers
+from kdlightning.job.signals import Interrupted, on_signals, signal_of
+from kdlightning.job.stages import Job, baseline_stage, distill_stage, teacher_stage
+from kdlightning.lm import compare as lm_compare
+from kdlightning.lm import stages as lm
+
+log = logging.getLogger(__name__)
+
+# The frozen teacher is in eval mode on purpose; Lightning's generic warning about it is noise.
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training")
+
+TASKS = ("distill", "classify")
+
+register_resolvers()  # conf/hydra/default.yaml names run dirs with ${kdl.run_id:}
+
+
+def _config_dir() -> str:
+    # Inside a wheel the tree is packaged as kdlightning/conf; in a checkout it is ../../conf.
+    package = Path(__file__).resolve().parents[1]
+    packaged = package / "conf"
+    return str(packaged if packaged.is_dir() else package.parent / "conf")
+
+
+def check_task(task: str) -> str:
+    """Return ``task`` if it is one of :data:`TASKS`, else raise a ``ValueError`` naming them."""
+    if task not in TASKS:
+        raise ValueError(
+            f"unknown task {task!r}; use task=distill (teacher -> student, the default) or "
+            "task=classify (train teacher.model alone on hard labels)"
+        )
+    return task
+
+
+def _cost(cfg: DictConfig, model: torch.nn.Module, job: Job) -> dict[str, Any]:
+    # every model timed in this one process, so the table's speed-ups compare like with like
+    return measure_costs(model, job.dm.input_shape, **benchmark_settings(cfg.benchmark))
+
+
+def run(cfg: DictConfig, output_dir: Path, trainers: list | None = None) -> dict[str, Any]:
+    """Run the whole job for a composed config; returns the results written to disk.
+
+    ``trainers`` collects every Trainer the job makes (the DDP clean-up waits for their
+    children); pass the list ``job_scope`` yields, or nothing outside a Hydra job.
+    """
+    task = check_task(cfg.get("task", "distill"))
+    check_config(cfg)
+    resume = bool(cfg.get("resume", False))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    earlier = results_io.earlier_work(output_dir) if is_global_zero() else []
+    if earlier and not resume:
+        raise FileExistsError(
+            f"{output_dir} already holds a run ({', '.join(earlier[:4])}); pass resume=true to "
+            "continue it, or choose another hydra.run.dir (nothing was overwritten)"
+        )
+    if is_global_zero():
+        results_io.write_config(output_dir, cfg)  # what kdl-export rebuilds the student from
+    with StageCache(cfg, output_dir) as cache:
+        dm = instantiate(cfg.data)
+        lm.check_data_and_method(cfg, dm)
+        text = lm.is_text_data(dm)  # a language model: kdlightning.lm's job, stages and table
+        job = (lm.LMJob if text else Job)(
+            cfg, dm, output_dir, cache, [] if trainers is None else trainers, resume=resume
+        )
+        stages = {"teacher": lm.teacher_stage if text else teacher_stage}
+        if task == "distill":
+            if cfg.get("baseline", True):
+                stages["baseline"] = lm.baseline_stage if text else baseline_stage
+            stages["distilled"] = lm.distill_stage if text else distill_stage
+        models, results = {}, {}
+        for name, stage in stages.items():
+            role = "teacher" if name == "teacher" else "student"
+            build = functools.partial(job.build, role)
+            done = results_io.load_stage(output_dir, name, build) if resume else None
+            if done is not None:
+                log.info(
+                    "Resuming: the %s stage had finished; read back from %s/result", name, name
+                )
+            model, metrics = done or cache.stage(name, functools.partial(stage, job), build)
+            if is_global_zero():
+                results_io.save_stage(output_dir, name, model, metrics)
+            if name == "teacher":
+                job.teacher = model
+            models[name] = model
+            results[name] = metrics
+
+    if not is_global_zero():  # the other ranks trained with rank 0; it alone measures and writes
+        return results
+    for name, model in models.items():
+        results[name].update(lm_compare.lm_costs(model, dm) if text else _cost(cfg, model, job))
+    if task == "distill" and cfg.get("export"):  # export=onnx|all: checked files, ORT latency
+        from kdlightning.deploy.export import export_job
+
+        results["distilled"].update(export_job(cfg, models["distilled"], job.dm, output_dir))
+    extra: dict[str, Any] = {"task": task, "seed": int(cfg.seed)}
+    if task == "distill":
+        extra["temperature"] = float(cfg.kd.temperature)
+        if cfg.kd.get("alpha") is not None:  # kd=dml has no alpha (conf/kd/dml.yaml says why)
+            extra["alpha"] = float(cfg.kd.alpha)
+    if cfg.data.get("num_labeled") is not None:
+        extra["num_labeled"] = int(cfg.data.num_labeled)
+    results["summary"] = results_io.summary(results, **extra)
+    weights = {"student.pt": models["distilled"]} if task == "distill" else {}
+    if task == "classify":
+        weights["teacher.pt"] = models["teacher"]
+        results["summary"]["state_dict"] = str(output_dir / "teacher.pt")
+    write = lm_compare.write_lm_job if text else results_io.write_job
+    table = write(output_dir, results, weights)
+    (lm_compare.log_lm_comparison if text else tracking.log_comparison)(results)
+    print(f"\n{table}\n\nresults: {output_dir / results_io.RESULTS}")
+    if task == "classify":
+        best = results["teacher"].get("checkpoint") or output_dir / "teacher.pt"
+        print(f"distill from it with: python -m kdlightning.train teacher.checkpoint={best} "
+              "(and the same data/teacher config)")  # fmt: skip
+    # After results.json: a figure that fails is skipped with a log line, never loses results.
+    # figures=false saves their ~1.5 s (matplotlib rendering) in a job that needs none.
+    if not text and cfg.get("figures", True):
+        tracking.log_images(write_figures(output_dir, results, models["teacher"], dm))
+    return results
+
+
+@relaunch_safe  # a DDP child that Lightning starts runs its parent's job, not a new sweep
+@hydra.main(version_base="1.3", config_path=_config_dir(), config_name="train")
+def main(cfg: DictConfig) -> float:
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    # job_scope: DDP children of this job (environment in, clean-up out); on_signals: SIGTERM
+    # and SIGINT end the job with a non-zero status instead of Lightning's silent exit 0.
+    with job_scope() as trainers, on_signals():
+        try:
+            results = run(cfg, output_dir, trainers)
+        except BaseException as err:
+            # Leave a trace the sweep report lists (Hydra's basic launcher goes on with the other
+            # jobs of the batch and raises the first failure once they are done).
+            signal_name = signal_of(err)
+            if is_global_zero():
+                results_io.mark_failed(output_dir, err, signal_name)
+            tracking.finish(exit_code=1)
+            if signal_name and not isinstance(err, Interrupted):
+                raise Interrupted(getattr(signal, signal_name)) from err
+            raise
+        finally:
+            tracking.finish()  # the next job of a multirun must not log into this job's last run
+    # what a sweeper optimizes: validation accuracy (higher is better), or for language models
+    # validation bits per byte (lower is better: minimize it)
+    best = results.get("distilled", results["teacher"])
+    return float(best["val/bpb"] if "val/bpb" in best else best["val/acc"])
+
+
+if __name__ == "__main__":
+    main()
