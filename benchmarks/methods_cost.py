@@ -47,8 +47,9 @@ from kdlightning.deploy.compare import markdown_table
 from kdlightning.distill.methods import METHODS, build_method
 from kdlightning.distill.modules import DistillationModule
 from kdlightning.distill.mutual import MutualLearningModule, check_num_students
+from kdlightning.distill.teacher import compute_teacher_logits
 from kdlightning.job.build import build_model, optimizer_factories
-from kdlightning.job.stages import compute_teacher_logits, teacher_logits_mode
+from kdlightning.job.tasks.image import teacher_logits_mode
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 ALL_METHODS = (*METHODS, "dml")

@@ -113,7 +113,9 @@ def test_no_import_cycle_anywhere_in_the_package() -> None:
     assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
 
 
-@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith("kdlightning.distill")))
+@pytest.mark.parametrize(
+    "module", sorted(m for m in MODULES if m.startswith("kdlightning.distill"))
+)
 def test_the_core_imports_neither_hydra_nor_the_job_layer(module: str) -> None:
     bad = sorted(
         n
@@ -128,8 +130,7 @@ def test_only_the_job_layer_and_entry_points_know_hydra() -> None:
     knows = sorted(
         m
         for m in MODULES
-        if not m.startswith(allowed)
-        and any(n.split(".")[0] == "hydra" for n in imports_of(m))
+        if not m.startswith(allowed) and any(n.split(".")[0] == "hydra" for n in imports_of(m))
     )
     assert not knows, f"modules outside kdlightning.job that import hydra: {knows}"
 

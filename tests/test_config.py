@@ -26,13 +26,13 @@ from omegaconf import OmegaConf, open_dict
 
 from kdlightning.data.base import ClassificationDataModule
 from kdlightning.job.build import (
-    build_model,
     make_callbacks,
     make_loggers,
     make_trainer,
     optimizer_factories,
 )
 from kdlightning.job.resolvers import RUN_ID, register_resolvers
+from kdlightning.job.tasks import task_for
 from kdlightning.lm.data import TextDataModule
 from kdlightning.models import CIFAR_MODELS
 
@@ -118,7 +118,7 @@ def _builds_for_some_data_set(model_cfg, modules, what: str) -> None:
     errors = []
     for dm in modules:
         try:
-            model = build_model(model_cfg, dm, what)
+            model = task_for(dm).build(model_cfg, dm, what)  # images or language models
         except ValueError as err:
             errors.append(str(err))
             continue
@@ -192,7 +192,7 @@ def test_experiments_build_their_models_for_their_data(name: str) -> None:
     cfg = compose([f"experiment={name}"])
     dm = instantiate(cfg.data)
     for role in ("teacher", "student"):
-        build_model(cfg[role].model, dm, role)
+        task_for(dm).build(cfg[role].model, dm, role)
 
 
 # --- the command-line names of models, and the nodes they stood for before conf/model/ -------

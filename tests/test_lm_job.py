@@ -6,9 +6,9 @@ import pytest
 import torch
 from conftest import compose, exception_chain, read_json, run_job
 
+from kdlightning.job.tasks.text import check_vocabularies
 from kdlightning.lm.gpt import GPT
 from kdlightning.lm.module import LMDistillationModule
-from kdlightning.lm.stages import check_vocabularies
 
 # Tiny and quick: 12 topics, 32-token blocks, one-layer models, 3 batches per epoch (debug=fast).
 TINY = [
@@ -160,7 +160,7 @@ def test_a_context_shorter_than_the_block_fails_at_build_time():
     pytest.importorskip("transformers")
     from omegaconf import OmegaConf
 
-    from kdlightning.lm.stages import build_lm
+    from kdlightning.job.tasks.text import build_lm
 
     class Data:
         vocab_size, block_size = 256, 32

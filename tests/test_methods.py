@@ -23,7 +23,7 @@ from kdlightning.distill.functional import dist_loss, dkd_loss, kd_loss, standar
 from kdlightning.distill.methods import METHODS, MethodOutput, build_method
 from kdlightning.job.cache import cache_key
 from kdlightning.job.config import ConfigError, check_config
-from kdlightning.job.stages import teacher_logits_mode
+from kdlightning.job.tasks.image import teacher_logits_mode
 
 FEATURE_METHODS = [m for m, features in METHODS.items() if features]
 

@@ -14,13 +14,9 @@ import torch
 from conftest import compose, read_json, run_job
 
 from kdlightning.data import DigitsDataModule
-from kdlightning.distill.mutual import (
-    MutualLearningModule,
-    build_cohort,
-    check_num_students,
-    mutual_terms,
-)
+from kdlightning.distill.mutual import MutualLearningModule, check_num_students, mutual_terms
 from kdlightning.job.config import ConfigError, check_config
+from kdlightning.job.tasks.image import build_cohort
 from kdlightning.models import MLP
 
 

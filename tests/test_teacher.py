@@ -11,7 +11,7 @@ import torch
 from conftest import read_json, run_job
 
 from kdlightning.job.cache import load_entry
-from kdlightning.job.stages import is_near_chance, warn_if_near_chance
+from kdlightning.job.tasks.image import is_near_chance, warn_if_near_chance
 from kdlightning.models.weights import CheckpointError, read_state_dict
 
 

@@ -11,8 +11,9 @@ from conftest import FAST, compose, read_json, run_module
 
 from kdlightning.data import CIFAR10DataModule, DigitsDataModule
 from kdlightning.distill.modules import DistillationModule
+from kdlightning.distill.teacher import compute_teacher_logits
 from kdlightning.job import run as train
-from kdlightning.job.stages import compute_teacher_logits, teacher_logits_mode
+from kdlightning.job.tasks.image import teacher_logits_mode
 from kdlightning.models import MLP, SmallCNN
 
 

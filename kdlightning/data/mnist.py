@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gzip
 import math
-import os
 import shutil
 import struct
 import zlib
@@ -29,6 +28,7 @@ from torchvision import datasets
 
 from kdlightning.data.base import ClassificationDataModule
 from kdlightning.data.splits import split_indices
+from kdlightning.files import atomic_path
 
 # Where Debian's dataset-fashion-mnist package installs the gzipped idx files.
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -59,13 +59,15 @@ def stage_idx_files(
                 raw_dir.mkdir(parents=True, exist_ok=True)
                 # Write aside, then rename: several processes (DDP ranks) may stage at once,
                 # and none of them may ever read a half-written file.
-                partial = raw_dir / f".{name}.{os.getpid()}.partial"
                 source = packed if packed.is_file() else plain
                 opener = gzip.open if packed.is_file() else open
                 try:
-                    with opener(source, "rb") as src, open(partial, "wb") as dst:
+                    with (
+                        atomic_path(target) as partial,
+                        opener(source, "rb") as src,
+                        open(partial, "wb") as dst,
+                    ):
                         shutil.copyfileobj(src, dst)
-                    os.replace(partial, target)
                 except (EOFError, zlib.error, gzip.BadGzipFile) as err:
                     # EOFError: the stream ends early (a truncated file); the others: garbled.
                     raise ValueError(
@@ -73,8 +75,6 @@ def stage_idx_files(
                         f"damaged); no partial copy was left in {raw_dir}. "
                         f"{fix(source) if fix else 'To fix: replace it with an intact copy.'}"
                     ) from err
-                finally:
-                    partial.unlink(missing_ok=True)  # gone already after a successful rename
                 break
         else:
             return False

@@ -50,7 +50,7 @@ from torch import Tensor, nn
 
 from kdlightning.deploy.compare import markdown_table
 from kdlightning.deploy.measure import Latency, benchmark_settings, latency_keys, time_call
-from kdlightning.job.cache import file_sha256
+from kdlightning.files import file_sha256
 from kdlightning.job.results import write_json
 from kdlightning.job.rundir import RunDirError, load_run, split_inputs
 

@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-import lightning as L
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
 
@@ -42,14 +40,11 @@ from kdlightning.distill.modules import (
     SupervisedModule,
     infer_num_classes,
 )
-from kdlightning.job.build import optimizer_factories
-from kdlightning.job.stages import Job, StageResult, fit_and_test, warn_if_near_chance
 
 __all__ = [
     "MutualLearningModule",
     "MutualTerms",
     "check_num_students",
-    "mutual_stage",
     "mutual_terms",
 ]
 
@@ -196,43 +191,3 @@ class MutualLearningModule(SupervisedModule):
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "test")
-
-
-def build_cohort(job: Job, num_students: int) -> list[nn.Module]:
-    """``num_students`` students from the student config; student 0 seeded as the baseline.
-
-    The peers come from seeds ``seed + 1, seed + 2, ...`` (different initial weights: identical
-    peers would agree from the start and teach each other nothing). Student 0 is built last,
-    right after ``seed_everything(seed)``, exactly as ``baseline_stage`` and ``distill_stage``
-    build theirs: same initial weights, and the same random state when training starts.
-    """
-    seed = int(job.cfg.seed)
-    peers = []
-    for i in range(1, num_students):
-        L.seed_everything(seed + i, workers=True)
-        peers.append(job.build("student"))
-    L.seed_everything(seed, workers=True)
-    return [job.build("student"), *peers]
-
-
-def mutual_stage(job: Job) -> StageResult:
-    """Train ``kd.num_students`` students by deep mutual learning on the transfer set; return
-    student 0 and its metrics (``method: dml``; the cohort's test accuracies under ``dml``).
-
-    ``job.teacher`` is not used: the teacher stage still runs, for the comparison table only.
-    """
-    cfg: DictConfig = job.cfg
-    dm = job.dm
-    temperature = check_temperature(cfg.kd.temperature)
-    k = check_num_students(cfg.kd.get("num_students", 2))
-    log.info("Deep mutual learning: %d students (T=%g), no teacher", k, temperature)
-    students = build_cohort(job, k)
-    module = MutualLearningModule(
-        students, temperature, num_classes=dm.num_classes, **optimizer_factories(cfg)
-    )
-    dm.set_train_mode("transfer")  # labeled samples get CE + KL, unlabeled ones the KL only
-    metrics = fit_and_test(job.trainer("distilled"), module, dm, job.last_checkpoint("distilled"))
-    warn_if_near_chance("student", metrics, dm.num_classes)
-    cohort = [metrics["test/acc"], *(metrics[f"test/acc_{i}"] for i in range(1, k))]
-    info: dict[str, Any] = {"num_students": k, "temperature": temperature, "test_acc": cohort}
-    return students[0], {**metrics, "method": "dml", "dml": info}

@@ -19,13 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
 from torch import nn
 
 from kdlightning.figures.write import TEMPERATURES, write_figures
-from kdlightning.job import results as results_io
-from kdlightning.job.build import build_model
-from kdlightning.job.rundir import load_config
+from kdlightning.job.rundir import load_config, load_data, load_teacher
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +41,8 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], nn.Module | None, Any
     teacher, dm = None, None
     try:
         cfg = load_config(run_dir)
-        dm = instantiate(cfg.data)
-        done = results_io.load_stage(
-            run_dir, "teacher", lambda: build_model(cfg.teacher.model, dm, "teacher")
-        )
-        teacher = done[0] if done else None
+        dm = load_data(cfg)
+        teacher = load_teacher(run_dir, cfg, dm)
         if teacher is None:
             log.warning("No saved teacher in %s/teacher/result: no softmax figure", run_dir)
     except Exception as err:  # the other figures need neither

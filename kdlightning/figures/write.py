@@ -11,7 +11,6 @@ a log line naming why, and never fails the job or loses its results.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from kdlightning.figures.curves import learning_curves
 from kdlightning.figures.diagram import DPI, process_diagram
 from kdlightning.figures.softmax import softmax_figure
 from kdlightning.figures.tradeoff import tradeoff_figure
+from kdlightning.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,8 @@ TEMPERATURES = (1, 4, 10)
 def save_figure(fig: Figure, path: Path, dpi: int = DPI) -> Path:
     """Write ``fig`` as a PNG through a temporary name: a killed job leaves no half a picture."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=dpi)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
     return path
 
 

@@ -29,13 +29,9 @@ from kdlightning.models.utils import check_model_output
 
 def build_model(model_cfg: DictConfig, dm: ClassificationDataModule, role: str) -> nn.Module:
     """Instantiate ``model_cfg`` for the data module's classes and input shape, and check it.
-    For text data (``kdlightning.lm``): for its vocabulary and block size."""
+    (Language models: :func:`kdlightning.job.tasks.text.build_lm`.)"""
     if "_target_" not in model_cfg:
         raise ValueError(f"the {role} config has no model._target_; see conf/model/ for examples")
-    from kdlightning.lm.stages import build_lm, is_text_data  # lazy: lm.stages imports this file
-
-    if is_text_data(dm):
-        return build_lm(model_cfg, dm, role)  # type: ignore[arg-type]
     try:
         model = instantiate(
             model_cfg, num_classes=dm.num_classes, input_shape=list(dm.input_shape), _convert_="all"

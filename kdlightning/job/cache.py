@@ -43,6 +43,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 import kdlightning
+from kdlightning.files import atomic_write, file_sha256
 from kdlightning.job.distributed import is_global_zero, job_token
 
 log = logging.getLogger(__name__)
@@ -123,14 +124,6 @@ def digest(payload: Any) -> str:
 def cache_key(cfg: DictConfig, stage: str) -> str:
     """Equal for jobs that may share ``stage``'s result."""
     return digest(key_config(cfg, stage))
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def weights_sha256(model: nn.Module) -> str:
@@ -358,9 +351,8 @@ class StageCache:
     def _publish_decision(self, kind: str, key: str, hit: bool) -> None:
         path = self._decision_file(kind)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"token": job_token(), "key": key, "hit": hit}))
-        os.replace(tmp, path)  # atomic: a reader sees the old decision or the whole new one
+        # atomic: a reader sees the old decision or the whole new one
+        atomic_write(path, json.dumps({"token": job_token(), "key": key, "hit": hit}))
 
     def _await_decision(self, kind: str, key: str) -> bool:
         path, token = self._decision_file(kind), job_token()

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kdlightning.distill.functional import check_alpha, check_temperature
 from kdlightning.distill.methods import METHODS, build_method, check_method_name, method_params
-from kdlightning.job.stages import cached_feature_message, check_teacher_logits
+from kdlightning.distill.teacher import cached_feature_message, check_teacher_logits
 
 # Arguments every model builder receives from the data module, never from the config.
 FROM_DATA = ("num_classes", "input_shape")
@@ -111,9 +111,7 @@ def check_kd(cfg: DictConfig) -> None:
             except ValueError as err:
                 raise ConfigError(f"kd.{key}={value!r}: {err}") from None
     if method == "dml":
-        from kdlightning.distill.mutual import (
-            check_num_students,  # lazy: it imports kdlightning.job.stages
-        )
+        from kdlightning.distill.mutual import check_num_students
 
         try:
             check_num_students(kd.get("num_students", 2))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -26,6 +25,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from kdlightning.deploy.compare import comparison_table, comparison_title, ratios
+from kdlightning.files import atomic_path, atomic_write
 from kdlightning.job.cache import DamagedEntry, load_entry, store_entry
 
 RESULTS = "results.json"
@@ -41,13 +41,6 @@ def finite(tree: Any) -> Any:
     if isinstance(tree, list | tuple):
         return [finite(v) for v in tree]
     return tree
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_json(path: Path, payload: Any) -> None:
@@ -67,9 +60,8 @@ def write_job(
     ``table`` of ``results`` (the image job's by default; language models pass their own)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     for name, model in (weights or {}).items():
-        tmp = output_dir / f".{name}.{os.getpid()}.tmp"
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, output_dir / name)
+        with atomic_path(output_dir / name) as tmp:
+            torch.save(model.state_dict(), tmp)
     write_json(output_dir / RESULTS, results)
     comparison = f"{title(results)}\n\n{table(results)}"
     atomic_write(output_dir / "comparison.md", comparison + "\n")

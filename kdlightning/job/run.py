@@ -13,8 +13,8 @@
     python -m kdlightning.figures RUN_DIR                        # re-draw a run's figures
     python -m kdlightning.train --cfg job                        # print the composed config
 
-Text data (``experiment=lm_pydocs``, ``data=text_files``) runs the language-model stages of
-``kdlightning.lm`` instead, with the same cache, results and sweeps.
+Text data (``experiment=lm_pydocs``, ``data=text_files``) runs the same stages with the
+language-model task (:mod:`kdlightning.job.tasks`): same cache, results and sweeps.
 
 The stages are in ``kdlightning.job.stages``; the teacher and the baseline come from
 ``kdlightning.job.cache`` when an earlier job with the same configs stored them; everything the job
@@ -33,13 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from kdlightning.deploy.measure import benchmark_settings, measure_costs
-from kdlightning.figures import write_figures
 from kdlightning.job import results as results_io
 from kdlightning.job import tracking
 from kdlightning.job.cache import StageCache
@@ -48,8 +45,7 @@ from kdlightning.job.distributed import is_global_zero, job_scope, relaunch_safe
 from kdlightning.job.resolvers import register_resolvers
 from kdlightning.job.signals import Interrupted, on_signals, signal_of
 from kdlightning.job.stages import Job, baseline_stage, distill_stage, teacher_stage
-from kdlightning.lm import compare as lm_compare
-from kdlightning.lm import stages as lm
+from kdlightning.job.tasks import task_for
 
 log = logging.getLogger(__name__)
 
@@ -78,18 +74,13 @@ def check_task(task: str) -> str:
     return task
 
 
-def _cost(cfg: DictConfig, model: torch.nn.Module, job: Job) -> dict[str, Any]:
-    # every model timed in this one process, so the table's speed-ups compare like with like
-    return measure_costs(model, job.dm.input_shape, **benchmark_settings(cfg.benchmark))
-
-
 def run(cfg: DictConfig, output_dir: Path, trainers: list | None = None) -> dict[str, Any]:
     """Run the whole job for a composed config; returns the results written to disk.
 
     ``trainers`` collects every Trainer the job makes (the DDP clean-up waits for their
     children); pass the list ``job_scope`` yields, or nothing outside a Hydra job.
     """
-    task = check_task(cfg.get("task", "distill"))
+    task_name = check_task(cfg.get("task", "distill"))
     check_config(cfg)
     resume = bool(cfg.get("resume", False))
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -103,16 +94,16 @@ def run(cfg: DictConfig, output_dir: Path, trainers: list | None = None) -> dict
         results_io.write_config(output_dir, cfg)  # what kdl-export rebuilds the student from
     with StageCache(cfg, output_dir) as cache:
         dm = instantiate(cfg.data)
-        lm.check_data_and_method(cfg, dm)
-        text = lm.is_text_data(dm)  # a language model: kdlightning.lm's job, stages and table
-        job = (lm.LMJob if text else Job)(
-            cfg, dm, output_dir, cache, [] if trainers is None else trainers, resume=resume
-        )
-        stages = {"teacher": lm.teacher_stage if text else teacher_stage}
-        if task == "distill":
+        task = task_for(dm)  # image classification or language modelling: what differs
+        task.check(cfg, dm)
+        job = Job(cfg, dm, output_dir, cache, task, [] if trainers is None else trainers,
+                  resume=resume)  # fmt: skip
+        task.prepare(job)
+        stages = {"teacher": teacher_stage}
+        if task_name == "distill":
             if cfg.get("baseline", True):
-                stages["baseline"] = lm.baseline_stage if text else baseline_stage
-            stages["distilled"] = lm.distill_stage if text else distill_stage
+                stages["baseline"] = baseline_stage
+            stages["distilled"] = distill_stage
         models, results = {}, {}
         for name, stage in stages.items():
             role = "teacher" if name == "teacher" else "student"
@@ -133,35 +124,34 @@ def run(cfg: DictConfig, output_dir: Path, trainers: list | None = None) -> dict
     if not is_global_zero():  # the other ranks trained with rank 0; it alone measures and writes
         return results
     for name, model in models.items():
-        results[name].update(lm_compare.lm_costs(model, dm) if text else _cost(cfg, model, job))
-    if task == "distill" and cfg.get("export"):  # export=onnx|all: checked files, ORT latency
+        results[name].update(task.costs(cfg, model, dm))
+    if task_name == "distill" and cfg.get("export"):  # export=onnx|all: checked files, ORT latency
         from kdlightning.deploy.export import export_job
 
         results["distilled"].update(export_job(cfg, models["distilled"], job.dm, output_dir))
-    extra: dict[str, Any] = {"task": task, "seed": int(cfg.seed)}
-    if task == "distill":
+    extra: dict[str, Any] = {"task": task_name, "seed": int(cfg.seed)}
+    if task_name == "distill":
         extra["temperature"] = float(cfg.kd.temperature)
         if cfg.kd.get("alpha") is not None:  # kd=dml has no alpha (conf/kd/dml.yaml says why)
             extra["alpha"] = float(cfg.kd.alpha)
     if cfg.data.get("num_labeled") is not None:
         extra["num_labeled"] = int(cfg.data.num_labeled)
     results["summary"] = results_io.summary(results, **extra)
-    weights = {"student.pt": models["distilled"]} if task == "distill" else {}
-    if task == "classify":
+    weights = {"student.pt": models["distilled"]} if task_name == "distill" else {}
+    if task_name == "classify":
         weights["teacher.pt"] = models["teacher"]
         results["summary"]["state_dict"] = str(output_dir / "teacher.pt")
-    write = lm_compare.write_lm_job if text else results_io.write_job
-    table = write(output_dir, results, weights)
-    (lm_compare.log_lm_comparison if text else tracking.log_comparison)(results)
+    table = task.write(output_dir, results, weights)
+    task.log_comparison(results)
     print(f"\n{table}\n\nresults: {output_dir / results_io.RESULTS}")
-    if task == "classify":
+    if task_name == "classify":
         best = results["teacher"].get("checkpoint") or output_dir / "teacher.pt"
         print(f"distill from it with: python -m kdlightning.train teacher.checkpoint={best} "
               "(and the same data/teacher config)")  # fmt: skip
     # After results.json: a figure that fails is skipped with a log line, never loses results.
     # figures=false saves their ~1.5 s (matplotlib rendering) in a job that needs none.
-    if not text and cfg.get("figures", True):
-        tracking.log_images(write_figures(output_dir, results, models["teacher"], dm))
+    if cfg.get("figures", True):
+        task.figures(cfg, output_dir, results, models, dm)
     return results
 
 

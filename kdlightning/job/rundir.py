@@ -65,6 +65,17 @@ def load_config(run_dir: Path) -> DictConfig:
     )  # fmt: skip
 
 
+def load_data(cfg: DictConfig) -> Any:
+    """The data module a run's config names (not set up)."""
+    return instantiate(cfg.data)
+
+
+def load_teacher(run_dir: Path, cfg: DictConfig, dm: Any) -> nn.Module | None:
+    """The teacher a run saved in ``teacher/result``, rebuilt for ``dm``; None if it saved none."""
+    done = load_stage(run_dir, "teacher", lambda: build_model(cfg.teacher.model, dm, "teacher"))
+    return done[0] if done else None
+
+
 def load_run(run_dir: str | Path) -> Run:
     """The distilled student of a ``task=distill`` run (``student.pt`` loaded, strict, eval
     mode), its data module and config; :class:`RunDirError` names what is missing or wrong."""
@@ -84,7 +95,7 @@ def load_run(run_dir: str | Path) -> Run:
             f"{path} has no student.pt: the job did not finish (see failed.json there, if any); "
             f"run it to the end, or continue it with resume=true hydra.run.dir={path}"
         )
-    dm = instantiate(cfg.data)
+    dm = load_data(cfg)
     student = build_model(cfg.student.model, dm, "student")
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)

@@ -18,6 +18,8 @@ Modules, in the order data flows:
     cached.py    kd.teacher_logits=cached: the teacher's top-k logits per token, stored once
     on_policy.py kd.on_policy (GKD's lambda): batches the student samples, scored by the teacher
     module.py    LMModule (teacher, student alone), LMDistillationModule (frozen teacher)
-    stages.py    LMJob and the teacher / baseline / distill stages kdlightning.job.run runs
     compare.py   costs (params, size, tokens/s, a sample) and the comparison table
+
+No stages here: the job runs the same stages for text as for images, with the language-model
+task (:mod:`kdlightning.job.tasks.text`) supplying what differs.
 """

@@ -10,7 +10,7 @@ are what is kept, as in distillation pipelines that store sparse teacher outputs
 distribution is then renormalized over its top ``k`` tokens (the others get no mass), which is
 exact when ``k >= vocabulary``. Forward KL is defined for such a truncated teacher; reverse KL
 and JSD would put an unbounded penalty on the student's mass outside the ``k`` tokens, so
-``kdlightning.lm.stages`` accepts them only when ``k`` covers the vocabulary.
+``kdlightning.job.tasks.text`` accepts them only when ``k`` covers the vocabulary.
 """
 
 from __future__ import annotations

@@ -13,10 +13,8 @@ tokens per second of sampling ``sample_tokens`` new tokens one at a time from a 
 from __future__ import annotations
 
 import copy
-import sys
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,7 +22,6 @@ from torch import nn
 
 from kdlightning.deploy.compare import ROLES, markdown_table, ratios
 from kdlightning.deploy.measure import count_parameters, state_dict_bytes, time_call
-from kdlightning.job import results as results_io
 from kdlightning.lm.data import TextDataModule
 from kdlightning.lm.gpt import sample
 
@@ -98,27 +95,3 @@ def lm_table(results: Mapping[str, Mapping[str, Any]]) -> str:
             samples.append(f"- {label}: `{_one_line(prompt, 30)}` → `{_one_line(cont)}`")
     text = markdown_table(headers, rows)
     return text + ("\n\nSamples (T=0.8, top-k 20):\n" + "\n".join(samples) if samples else "")
-
-
-def write_lm_job(
-    output_dir: Path, results: dict[str, Any], weights: Mapping[str, nn.Module] | None = None
-) -> str:
-    """``results.json``, ``comparison.md`` and the ``weights`` files, as ``kdlightning.job.results``
-    writes them for images, with the LM title and table; returns the comparison."""
-    return results_io.write_job(output_dir, results, weights, title=lm_title, table=lm_table)
-
-
-def log_lm_comparison(results: Mapping[str, Any]) -> None:
-    """The comparison as a ``wandb.Table`` in the open W&B run; no-op without W&B."""
-    wandb = sys.modules.get("wandb")  # not imported: no run can be open
-    if wandb is None or wandb.run is None:
-        return
-    columns = ["model", "test/bpb", "val/bpb", "test/ppl", "params", "size_bytes", "tokens_per_s"]
-    table = wandb.Table(columns=columns)
-    for key, label in ROLES:
-        if key in results:
-            r = results[key]
-            table.add_data(label, *(r.get(c) for c in columns[1:]))
-    wandb.run.log({"comparison": table})
-    extra = {f"{key}/test/bpb": results[key].get("test/bpb") for key, _ in ROLES if key in results}
-    wandb.run.summary.update({**extra, **{k: v for k, v in results.get("summary", {}).items()}})

@@ -16,7 +16,7 @@
 
 The wrapper returns plain logits ``(batch, seq, vocab)`` so the LM stages treat it like the
 embedded GPT. Teacher and student must share a vocabulary (one tokenizer): a mismatch stops the
-job at start-up (``kdlightning.lm.stages.check_vocabularies``).
+job at start-up (``kdlightning.job.tasks.text.check_vocabularies``).
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from kdlightning.job.sweepdir import expected_overrides
+
 log = logging.getLogger(__name__)
 
 # The axes the report averages over (seed) or lays out (temperature x alpha).
@@ -212,35 +214,6 @@ def _safe_read_job(job_dir: Path) -> Job:
         log.warning("report: could not read %s: %r", job_dir, err)
         num = int(job_dir.name) if job_dir.name.isdigit() else -1
         return Job(num, job_dir.name, [], status="unreadable", error=f"{type(err).__name__}: {err}")
-
-
-def expected_overrides(sweep_dir: Path) -> list[list[str]] | None:
-    """Every job's overrides as Hydra's basic sweeper expands them from ``multirun.yaml``.
-
-    The one place that uses Hydra's private ``BasicSweeper`` (tests/test_report.py pins it on a
-    real multirun). None when the folder has no multirun.yaml, another sweeper made it or the
-    expansion fails: the report then lists the job folders that exist, without a grid.
-    """
-    path = sweep_dir / "multirun.yaml"
-    if not path.is_file():
-        return None
-    try:
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        hydra_cfg = OmegaConf.load(path).hydra
-        target = hydra_cfg.sweeper.get("_target_") or "BasicSweeper"
-        if not str(target).endswith("BasicSweeper"):  # e.g. Optuna: no fixed grid to expand
-            return None
-        params = hydra_cfg.sweeper.get("params") or {}
-        args = [f"{k}={v}" for k, v in params.items()] + list(hydra_cfg.overrides.task)
-        parsed = OverridesParser.create().parse_overrides(args)
-        return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
-    except Exception as err:  # a Hydra upgrade, a grid it cannot expand, a garbled file
-        log.warning(
-            "report: cannot expand the sweep grid of %s (%r); listing job folders", path, err
-        )
-        return None
 
 
 def _is_job_dir(path: Path) -> bool:

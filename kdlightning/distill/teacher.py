@@ -1,0 +1,79 @@
+"""Where the teacher's outputs come from: run online on every batch, or computed once and looked
+up by sample index (cached), optionally verified against the live teacher.
+
+    from kdlightning.distill.teacher import compute_teacher_logits, choose_teacher_logits
+    mode = choose_teacher_logits("auto", needs_features=False, augments=dm.augments)  # "cached"
+    logits = compute_teacher_logits(teacher, dm)   # {"train": (N, C), "val": ..., "test": ...}
+    module = DistillationModule(teacher, student, teacher_logits=logits)
+
+Stored logits are right only for the exact inputs the student sees: with random augmentation,
+or with a method that reads the teacher's intermediate layers, the teacher must run online.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+#: ``kd.teacher_logits``: auto picks cached unless the method or the data rules it out.
+TEACHER_LOGITS = ("auto", "online", "cached")
+
+
+def check_teacher_logits(mode: object) -> str:
+    """Return ``mode`` if it is one of :data:`TEACHER_LOGITS`, else a ``ValueError`` naming them."""
+    if mode not in TEACHER_LOGITS:
+        raise ValueError(
+            f"kd.teacher_logits={mode!r} is not one of {', '.join(TEACHER_LOGITS)}; cached runs "
+            "the teacher once before training, online on every batch"
+        )
+    return str(mode)
+
+
+def cached_feature_message(method: str) -> str:
+    """Why ``kd.teacher_logits=cached`` cannot serve a feature method, and the fix."""
+    return (
+        f"kd.teacher_logits=cached with kd={method}: {method} reads the teacher's intermediate "
+        "layers on every batch, which stored logits do not hold. Use kd.teacher_logits=online "
+        "(or auto, which picks online for feature methods)."
+    )
+
+
+def choose_teacher_logits(
+    mode: object, needs_features: bool, augments: bool, method: str = "kd", data: str = "the data"
+) -> str:
+    """``online`` or ``cached`` for a ``kd.teacher_logits`` value; refuses cached logits when the
+    method reads the teacher's intermediate layers (``needs_features``), which stored logits do
+    not hold, or when the training inputs are random (``augments``), since stored outputs would
+    not match them."""
+    mode = check_teacher_logits(mode)
+    if mode == "auto":
+        return "online" if needs_features or augments else "cached"
+    if mode == "cached" and needs_features:
+        raise ValueError(cached_feature_message(method))
+    if mode == "cached" and augments:
+        raise ValueError(
+            f"kd.teacher_logits=cached with {data}, whose training inputs are "
+            "randomly augmented: logits stored once would belong to other crops and flips than "
+            "the student sees. Use kd.teacher_logits=online (or auto), or switch augmentation "
+            "off (data.augment=false where the data set has it)."
+        )
+    return mode
+
+
+@torch.no_grad()
+def compute_teacher_logits(teacher: nn.Module, dm: Any) -> dict[str, Tensor]:
+    """The teacher's logits on every sample of every split of a kdlightning classification data
+    module, in sample order (eval mode; on the GPU when there is one)."""
+    use_cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if use_cuda else "cpu")
+    model = teacher.to(device).eval()
+    out = {}
+    for split in ("train", "val", "test"):
+        rows = []
+        for batch in dm.loader(dm.indexed(split), train=False, shard=False):
+            rows.append(model(batch[0].to(device)).float().cpu())
+        out[split] = torch.cat(rows)
+    teacher.to("cpu")
+    return out
