@@ -27,8 +27,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
+import sys
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,15 +86,24 @@ def run(cfg: DictConfig, output_dir: Path, trainers: list | None = None) -> dict
     task_name = check_task(cfg.get("task", "distill"))
     check_config(cfg)
     resume = bool(cfg.get("resume", False))
-    output_dir.mkdir(parents=True, exist_ok=True)
-    earlier = results_io.earlier_work(output_dir) if is_global_zero() else []
-    if earlier and not resume:
-        raise FileExistsError(
-            f"{output_dir} already holds a run ({', '.join(earlier[:4])}); pass resume=true to "
-            "continue it, or choose another hydra.run.dir (nothing was overwritten)"
-        )
     if is_global_zero():
-        results_io.write_config(output_dir, cfg)  # what kdl-export rebuilds the student from
+        # one job per folder (two at once are refused), and never over a finished run's files
+        results_io.claim_run_dir(output_dir, resume)
+    try:
+        return _run_claimed(cfg, output_dir, task_name, resume, trainers)
+    finally:
+        results_io.release_run_dir(output_dir)
+
+
+def _run_claimed(
+    cfg: DictConfig, output_dir: Path, task_name: str, resume: bool, trainers: list | None
+) -> dict[str, Any]:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if is_global_zero():
+        if resume:  # a resumed run keeps its settings, or its results would mix two configs
+            results_io.check_resume_config(output_dir, cfg)
+        if not resume or not (output_dir / "config.yaml").is_file():
+            results_io.write_config(output_dir, cfg)  # what kdl-export rebuilds the student from
     with StageCache(cfg, output_dir) as cache:
         dm = instantiate(cfg.data)
         task = task_for(dm)  # image classification or language modelling: what differs
@@ -155,7 +167,48 @@ def run(cfg: DictConfig, output_dir: Path, trainers: list | None = None) -> dict
     return results
 
 
+def explicit_run_dir(argv: Sequence[str]) -> tuple[Path | None, bool]:
+    """``(hydra.run.dir, resume)`` as given on a single run's command line; ``(None, ...)`` for a
+    multirun or when no folder is named (Hydra's default folder is new: nothing to guard)."""
+    if any(a in ("-m", "--multirun") for a in argv):
+        return None, False
+    run_dir, resume = None, False
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        key, value = key.lstrip("+~"), value.strip().strip("'\"")
+        if key == "hydra.run.dir" and value and "${" not in value:
+            run_dir = Path(value).expanduser()
+        elif key == "resume":
+            resume = value.lower() in ("true", "1", "yes")
+    return run_dir, resume
+
+
+def claim_explicit_run_dir(entry: Callable[..., Any]) -> Callable[..., Any]:
+    """Claim a ``hydra.run.dir=`` folder before Hydra writes its ``.hydra/`` files into it.
+
+    Hydra saves the job's config and overrides into the run folder before the job starts: a
+    re-run refused there would already have replaced a finished run's ``.hydra/`` files (which
+    kdl-report and resume read). The claim (:func:`kdlightning.job.results.claim_run_dir`) is
+    taken here, from the command line, and held for the job; a refusal is one line, exit 2.
+    """
+
+    @functools.wraps(entry)
+    def main(cfg: DictConfig | None = None) -> Any:
+        if cfg is None and "LOCAL_RANK" not in os.environ and is_global_zero():
+            run_dir, resume = explicit_run_dir(sys.argv[1:])
+            if run_dir is not None:
+                try:
+                    results_io.claim_run_dir(run_dir, resume)
+                except (results_io.RunRefused, PermissionError) as err:
+                    print(f"error: {err}", file=sys.stderr)
+                    raise SystemExit(2) from None
+        return entry(cfg)
+
+    return main
+
+
 @relaunch_safe  # a DDP child that Lightning starts runs its parent's job, not a new sweep
+@claim_explicit_run_dir  # hydra.run.dir=<a folder>: claimed before Hydra writes into it
 @hydra.main(version_base="1.3", config_path=_config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float:
     output_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -168,7 +221,8 @@ def main(cfg: DictConfig) -> float:
             # Leave a trace the sweep report lists (Hydra's basic launcher goes on with the other
             # jobs of the batch and raises the first failure once they are done).
             signal_name = signal_of(err)
-            if is_global_zero():
+            # a refused job wrote nothing there: the folder keeps its own results and failure
+            if is_global_zero() and not isinstance(err, results_io.RunRefused):
                 results_io.mark_failed(output_dir, err, signal_name)
             tracking.finish(exit_code=1)
             if signal_name and not isinstance(err, Interrupted):
