@@ -246,6 +246,19 @@ def test_dkd_with_a_dominant_class() -> None:
     assert loss.item() == pytest.approx(nckd_only, rel=REL)
 
 
+def test_dkd_with_masked_teacher_classes_is_finite_and_exact() -> None:
+    # -inf teacher logits on non-target classes (masked classes): probability 0, contribution 0
+    s, t = _randn(30, 4, 6), _randn(31, 4, 6)
+    y = torch.tensor([0, 2, 5, 1])
+    t[0, [3, 4]] = -math.inf
+    t[2, 0] = -math.inf
+    s = s.clone().requires_grad_(True)
+    loss = dkd_loss(s, t, y)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(s.grad).all()
+    assert loss.item() == pytest.approx(ref_dkd(s.detach(), t, y, 1.0, 8.0, 4.0), rel=REL)
+
+
 def test_dkd_flattens_leading_dimensions() -> None:
     s, t = _randn(8, 2, 3, 4), _randn(9, 2, 3, 4)
     y = torch.tensor([[0, 1, 2], [3, 0, 1]])
