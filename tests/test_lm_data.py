@@ -61,7 +61,8 @@ def test_text_files_txt_and_jsonl_with_prompt_response(tmp_path):
         (tmp_path / f"doc{i}.txt").write_text(f"document number {i} " * 5)
     rows = [{"prompt": f"Q{i}? ", "response": f"answer {i}."} for i in range(4)]
     (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    dm = TextFilesDataModule(paths=[str(tmp_path)], block_size=16, batch_size=2, seed=0,
+    # block_size 8: the test split (one answer, 13 tokens) must hold a block
+    dm = TextFilesDataModule(paths=[str(tmp_path)], block_size=8, batch_size=2, seed=0,
                              val_fraction=0.2, test_fraction=0.2)  # fmt: skip
     docs = dm.documents()
     assert len(docs) == 7
@@ -109,3 +110,144 @@ def test_text_files_with_a_local_hugging_face_tokenizer(tmp_path):
     assert 4.0 < dm.bytes_per_token < 7.0
     with pytest.raises(FileNotFoundError, match="does not exist"):
         TextFilesDataModule(paths=["x.txt"], tokenizer=str(tmp_path / "missing"))
+
+
+# Text a user will have: other encodings, broken JSONL lines, lines that are not objects
+
+
+def _three_docs(folder, name="doc"):
+    for i in range(3):
+        (folder / f"{name}{i}.txt").write_text(f"document number {i} " * 5, encoding="utf-8")
+
+
+def test_a_latin1_txt_names_the_file_the_line_and_data_encoding(tmp_path):
+    _three_docs(tmp_path)
+    bad = tmp_path / "notes.txt"
+    bad.write_bytes("first line\nsecond: café crème\n".encode("latin-1"))
+    dm = TextFilesDataModule(paths=[str(tmp_path)])
+    with pytest.raises(ValueError) as err:
+        dm.documents()
+    message = str(err.value)
+    assert str(bad) in message and "line 2" in message and "0xe9" in message
+    assert "data.encoding=" in message
+    assert not isinstance(err.value, UnicodeDecodeError) and err.value.__cause__ is None
+    # the fix works: read as latin-1, the text is the same characters (UTF-8 bytes for tokens)
+    docs = TextFilesDataModule(paths=[str(bad)], encoding="latin-1").documents()
+    assert bytes(docs[0].tokens.tolist()).decode("utf-8") == "first line\nsecond: café crème\n"
+
+
+def test_a_latin1_jsonl_names_the_line_and_both_fixes(tmp_path):
+    rows = [{"text": "plain ascii"}, {"text": "naïve résumé"}]
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(
+        "\n".join(json.dumps(r, ensure_ascii=False) for r in rows).encode("latin-1") + b"\n"
+    )
+    with pytest.raises(ValueError) as err:
+        TextFilesDataModule(paths=[str(path)]).documents()
+    message = str(err.value)
+    assert f"{path}, line 2" in message
+    assert "data.encoding=" in message and "data.skip_bad_lines=true" in message
+    docs = TextFilesDataModule(paths=[str(path)], encoding="latin-1").documents()
+    assert [bytes(d.tokens.tolist()).decode() for d in docs] == ["plain ascii", "naïve résumé"]
+
+
+def test_an_invalid_jsonl_line_stops_or_is_skipped_and_counted(tmp_path, caplog):
+    lines = ['{"text": "one"}', '{"text": "two",}', "", '{"text": "three"}', "not json at all"]
+    path = tmp_path / "data.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError) as err:
+        TextFilesDataModule(paths=[str(path)]).documents()
+    message = str(err.value)
+    assert f"{path}, line 2 is not valid JSON" in message
+    assert "data.skip_bad_lines=true" in message
+    assert not isinstance(err.value, json.JSONDecodeError)
+
+    with caplog.at_level("WARNING", logger="kdlightning.lm.data"):
+        docs = TextFilesDataModule(paths=[str(path)], skip_bad_lines=True).documents()
+    assert [bytes(d.tokens.tolist()).decode() for d in docs] == ["one", "three"]
+    warning = caplog.text
+    assert "skipped 2 bad line(s) of 4" in warning and str(path) in warning
+    # a file where nothing survives is a mistake (wrong encoding or keys), not data to skip
+    (tmp_path / "all_bad.jsonl").write_text("nope\n[1, 2]\n")
+    with pytest.raises(ValueError, match=r"every line of .*all_bad\.jsonl is bad \(2 line"):
+        TextFilesDataModule(
+            paths=[str(tmp_path / "all_bad.jsonl")], skip_bad_lines=True
+        ).documents()
+
+
+def test_skip_bad_lines_also_skips_lines_that_do_not_decode(tmp_path, caplog):
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b'{"text": "good"}\n{"text": "caf\xe9"}\n{"text": "also good"}\n')
+    with caplog.at_level("WARNING", logger="kdlightning.lm.data"):
+        docs = TextFilesDataModule(paths=[str(path)], skip_bad_lines=True).documents()
+    assert len(docs) == 2 and "skipped 1 bad line(s) of 3" in caplog.text
+
+
+def test_jsonl_lines_that_are_not_objects_name_the_expected_fields(tmp_path):
+    path = tmp_path / "strings.jsonl"
+    path.write_text('"just a string"\n"another"\n', encoding="utf-8")
+    with pytest.raises(ValueError) as err:
+        TextFilesDataModule(paths=[str(path)]).documents()
+    message = str(err.value)
+    assert f"{path}, line 1 is a JSON string" in message
+    assert "'text'" in message and "'prompt'" in message and "'response'" in message
+    assert "string indices" not in message
+    # the same for other fields, with the names the user configured
+    (tmp_path / "nums.jsonl").write_text('{"body": "x"}\n[1, 2]\n')
+    with pytest.raises(ValueError, match=r"line 2 is a JSON array .*'body'"):
+        TextFilesDataModule(paths=[str(tmp_path / "nums.jsonl")], text_key="body").documents()
+    (tmp_path / "null.jsonl").write_text('{"text": null}\n')
+    with pytest.raises(ValueError, match=r"null\.jsonl, line 1: field 'text' is null, not a str"):
+        TextFilesDataModule(paths=[str(tmp_path / "null.jsonl")]).documents()
+
+
+def test_crlf_lines_a_bom_and_a_line_separator_inside_a_string_are_read(tmp_path):
+    rows = [{"text": "a\u2028b"}, {"prompt": "Q? ", "response": "A."}]
+    body = "\r\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\r\n"
+    (tmp_path / "win.jsonl").write_bytes(b"\xef\xbb\xbf" + body.encode("utf-8"))
+    docs = TextFilesDataModule(paths=[str(tmp_path / "win.jsonl")]).documents()
+    assert bytes(docs[0].tokens.tolist()).decode() == "a\u2028b"
+    assert bytes(docs[1].tokens[docs[1].scored].tolist()) == b"A."
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbfhello")
+    docs = TextFilesDataModule(paths=[str(tmp_path / "bom.txt")]).documents()
+    assert bytes(docs[0].tokens.tolist()) == b"hello"
+
+
+def test_an_unknown_encoding_is_refused_at_creation():
+    with pytest.raises(ValueError, match=r"data\.encoding='utf-9' is not an encoding"):
+        TextFilesDataModule(paths=["x.txt"], encoding="utf-9")
+
+
+def test_a_block_longer_than_a_split_is_refused_at_setup_with_its_length(tmp_path):
+    dm = PyDocsDataModule(block_size=200_000, batch_size=4, seed=0, max_documents=12)
+    with pytest.raises(ValueError) as err:
+        dm.setup()
+    message = str(err.value)
+    docs = dm.documents()
+    split = split_documents(len(docs), 0.1, 0.1, 0)
+    lengths = {s: sum(len(docs[i]) for i in split[s]) for s in ("train", "val", "test")}
+    shortest = min(lengths, key=lengths.get)
+    assert f"data.block_size=200000 is longer than the {shortest} split" in message
+    assert f"holds {lengths[shortest]} tokens" in message
+    assert f"at most {lengths[shortest]}" in message
+    assert not dm.sets  # refused before any block was built
+    # a block as long as the shortest split is fine
+    ok = PyDocsDataModule(block_size=lengths[shortest], batch_size=4, seed=0, max_documents=12)
+    ok.setup()
+    # text files: the same check
+    _three_docs(tmp_path)
+    files = TextFilesDataModule(paths=[str(tmp_path)], block_size=5000)
+    with pytest.raises(ValueError, match=r"holds 90 tokens in 1 document"):
+        files.setup()
+
+
+def test_the_text_files_config_passes_encoding_and_skip_bad_lines(tmp_path):
+    from conftest import compose
+    from hydra.utils import instantiate
+
+    _three_docs(tmp_path)
+    cfg = compose(["data=text_files", f"data.paths=[{tmp_path}]"])
+    assert cfg.data.encoding == "utf-8" and cfg.data.skip_bad_lines is False
+    overrides = ["data.encoding=latin-1", "data.skip_bad_lines=true"]
+    dm = instantiate(compose(["data=text_files", f"data.paths=[{tmp_path}]", *overrides]).data)
+    assert (dm.encoding, dm.skip_bad_lines) == ("latin-1", True)

@@ -150,3 +150,84 @@ def test_bad_arguments_name_the_fix():
     with pytest.raises(ValueError, match="temperature"):
         forward_kl(s, t, mask, temperature=0.0)
     assert math.isfinite(forward_kl(s.half(), t.half(), mask).item())  # computed in float32
+
+
+# -inf logits: a masked vocabulary entry has probability 0 and contributes 0 (0 * log 0 = 0)
+
+
+def _live_probs(z, temperature):
+    """{entry: probability} over the finite entries of one token's logits (float64, autograd)."""
+    live = [k for k in range(z.shape[0]) if math.isfinite(z[k].item())]
+    total = sum(torch.exp(z[k] / temperature) for k in live)
+    return {k: torch.exp(z[k] / temperature) / total for k in live}
+
+
+def _kl_live(p, q):
+    return sum(p[k] * torch.log(p[k] / q[k]) for k in p)  # q[k] missing: an infinite KL
+
+
+def _masked_loop(name, s, t, mask, temperature, beta=0.5):
+    total, n = 0.0, 0
+    for b in range(B):
+        for i in range(L):
+            if not mask[b, i]:
+                continue
+            p_s, p_t = _live_probs(s[b, i], temperature), _live_probs(t[b, i], temperature)
+            if name == "forward_kl":
+                total = total + _kl_live(p_t, p_s)
+            elif name == "reverse_kl":
+                total = total + _kl_live(p_s, p_t)
+            else:
+                keys = set(p_s) | set(p_t)
+                m = {k: beta * p_t.get(k, 0.0) + (1 - beta) * p_s.get(k, 0.0) for k in keys}
+                total = total + beta * _kl_live(p_t, m) + (1 - beta) * _kl_live(p_s, m)
+            n += 1
+    return total / n * temperature**2
+
+
+@pytest.mark.parametrize("chunk", [None, 3])
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+@pytest.mark.parametrize("name", ["forward_kl", "reverse_kl", "jsd"])
+def test_masked_vocabulary_entries_match_a_float64_loop(name, temperature, chunk):
+    s, t, _, mask = _data(6)
+    s, t = s.double(), t.double()
+    g = torch.Generator().manual_seed(7)
+    teacher_masked = torch.rand(B, L, V, generator=g) < 0.4
+    teacher_masked[..., 0] = False  # every token keeps some teacher mass
+    if name == "forward_kl":  # the student masked on part of the teacher's masked entries
+        student_masked = teacher_masked & (torch.rand(B, L, V, generator=g) < 0.5)
+    elif name == "reverse_kl":  # both sides -inf on the same entries: finite, NaN before
+        student_masked = teacher_masked
+    else:  # JSD is finite whatever is masked, as long as each side keeps some mass
+        student_masked = torch.rand(B, L, V, generator=g) < 0.4
+        student_masked[..., 1] = False
+    t = t.masked_fill(teacher_masked, -math.inf)
+    s = s.masked_fill(student_masked, -math.inf)
+
+    s_ref = s.clone().requires_grad_(True)
+    expected = _masked_loop(name, s_ref, t, mask, temperature, beta=0.3)
+    (grad_ref,) = torch.autograd.grad(expected, s_ref)
+
+    x = s.float().requires_grad_(True)
+    got = lm_divergence(name, 0.3)(x, t.float(), mask, temperature, chunk)
+    got.backward()
+    assert torch.isfinite(got) and torch.isfinite(x.grad).all()
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    torch.testing.assert_close(x.grad.double(), grad_ref, rtol=1e-4, atol=1e-8)
+    assert (x.grad[student_masked] == 0).all()
+
+
+def test_the_issues_example_through_each_token_loss():
+    # torchdistill's KDLoss gives 1.2092 for this teacher-student pair at T=1 (one token, so the
+    # per-token mean is the KL itself)
+    s = torch.tensor([[[0.3, -1.2, 0.8, 0.1]]])
+    t = torch.tensor([[[1.0, 0.5, -math.inf, -math.inf]]])
+    mask = torch.ones(1, 1, dtype=torch.bool)
+    assert forward_kl(s, t, mask).item() == pytest.approx(1.2092, abs=5e-5)
+    assert math.isfinite(generalized_jsd(s, t, mask, 0.5).item())
+    both = t.clone().requires_grad_(True)
+    student = torch.tensor([[[0.2, 0.9, -math.inf, -math.inf]]], requires_grad=True)
+    value = reverse_kl(student, both, mask)
+    value.backward()
+    assert math.isfinite(value.item())
+    assert torch.isfinite(student.grad).all() and torch.isfinite(both.grad).all()

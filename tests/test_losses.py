@@ -99,3 +99,93 @@ def test_bad_alpha_raises_naming_it(bad: float) -> None:
 def test_mismatched_shapes_raise() -> None:
     with pytest.raises(ValueError, match=r"\(2, 3\).*\(2, 4\)"):
         kd_loss(torch.randn(2, 3), torch.randn(2, 4), 2.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# -inf logits (a masked class): the true, finite loss and gradient
+# ---------------------------------------------------------------------------------------------
+
+INF = math.inf
+
+
+def test_masked_teacher_classes_match_torchdistill_figure() -> None:
+    # torchdistill's KDLoss (alpha=None) returns nn.KLDivLoss(reduction="batchmean")(
+    # log_softmax(s/T), softmax(t/T)): no T^2 factor. Here T=1 (T^2 = 1) and the batch holds one
+    # sample (batchmean = the sum over classes), so its 1.2092 is directly our kd_loss's value.
+    s = torch.tensor([[0.3, -1.2, 0.8, 0.1]], requires_grad=True)
+    t = torch.tensor([[1.0, 0.5, -INF, -INF]])
+    got = kd_loss(s, t, temperature=1.0)
+    assert got.item() == pytest.approx(1.2092, abs=5e-5)
+    # by hand: only classes 0 and 1 have teacher mass
+    p_s = [math.exp(v) / sum(math.exp(u) for u in (0.3, -1.2, 0.8, 0.1)) for v in (0.3, -1.2)]
+    q_t = [math.exp(v) / (math.exp(1.0) + math.exp(0.5)) for v in (1.0, 0.5)]
+    exact = math.fsum(q * math.log(q / p) for q, p in zip(q_t, p_s, strict=True))
+    assert got.item() == pytest.approx(exact, rel=1e-6)  # 1.209248...
+    got.backward()
+    assert torch.isfinite(s.grad).all()
+    # At another T, ours is torchdistill's soft loss times T^2 (batchmean in both).
+    theirs = torch.nn.KLDivLoss(reduction="batchmean")(
+        torch.log_softmax(s.detach() / 4.0, dim=1), torch.softmax(t / 4.0, dim=1)
+    )
+    assert kd_loss(s.detach(), t, 4.0).item() == pytest.approx(16.0 * theirs.item(), rel=1e-6)
+
+
+def _masked_kd_reference(s: torch.Tensor, t: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * mean over rows of sum_k p_t[k] * log(p_t[k] / p_s[k]), float64, one row and one
+    class at a time; a -inf logit is left out of its softmax and a class with p_t = 0 out of
+    the sum."""
+    rows = []
+    for i in range(s.shape[0]):
+        live_s = [k for k in range(s.shape[1]) if math.isfinite(s[i, k].item())]
+        live_t = [k for k in range(t.shape[1]) if math.isfinite(t[i, k].item())]
+        z_s = sum(torch.exp(s[i, k] / temperature) for k in live_s)
+        z_t = sum(torch.exp(t[i, k] / temperature) for k in live_t)
+        terms = []
+        for k in live_t:
+            p_t = torch.exp(t[i, k] / temperature) / z_t
+            p_s = torch.exp(s[i, k] / temperature) / z_s  # k must be live for the student too
+            terms.append(p_t * torch.log(p_t / p_s))
+        rows.append(sum(terms))
+    return temperature**2 * sum(rows) / len(rows)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 3.0])
+def test_masked_classes_match_a_float64_loop_values_and_gradients(temperature: float) -> None:
+    g = torch.Generator().manual_seed(3)
+    s = torch.randn(5, 7, generator=g, dtype=torch.float64) * 2
+    t = torch.randn(5, 7, generator=g, dtype=torch.float64) * 2
+    teacher_masked = torch.zeros(5, 7, dtype=torch.bool)
+    teacher_masked[0, [2, 5]] = True
+    teacher_masked[1, 0] = True
+    teacher_masked[3, [1, 2, 3, 4, 6]] = True  # two classes left
+    both_masked = torch.zeros(5, 7, dtype=torch.bool)
+    both_masked[1, 0] = True  # masked for the student too: 0 * log(0 / 0) = 0
+    both_masked[3, 6] = True
+    t = t.masked_fill(teacher_masked, -INF)
+    s = s.masked_fill(both_masked, -INF)
+
+    s_ref = s.clone().requires_grad_(True)
+    expected = _masked_kd_reference(s_ref, t, temperature)
+    (grad_ref,) = torch.autograd.grad(expected, s_ref)
+
+    s32 = s.float().requires_grad_(True)
+    got = kd_loss(s32, t.float(), temperature)
+    got.backward()
+    assert torch.isfinite(got) and torch.isfinite(s32.grad).all()
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    torch.testing.assert_close(s32.grad.double(), grad_ref, rtol=1e-4, atol=1e-7)
+    # the masked student classes get no gradient; the unmasked ones T * (p_s - p_t) / N
+    assert (s32.grad[both_masked] == 0).all()
+
+
+def test_masked_classes_change_nothing_else() -> None:
+    # A teacher class at -inf is the limit of a very negative logit: same loss as -1e4.
+    g = torch.Generator().manual_seed(4)
+    s, t = torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g)
+    t_inf, t_low = t.clone(), t.clone()
+    t_inf[:, 0], t_low[:, 0] = -INF, -1e4
+    assert kd_loss(s, t_inf, 2.0).item() == pytest.approx(kd_loss(s, t_low, 2.0).item(), rel=1e-6)
+    # a student at -inf where the teacher has mass: the KL really is infinite
+    s_inf = s.clone()
+    s_inf[0, 1] = -INF
+    assert kd_loss(s_inf, t, 2.0).item() == INF

@@ -246,6 +246,19 @@ def test_dkd_with_a_dominant_class() -> None:
     assert loss.item() == pytest.approx(nckd_only, rel=REL)
 
 
+def test_dkd_with_masked_teacher_classes_is_finite_and_exact() -> None:
+    # -inf teacher logits on non-target classes (masked classes): probability 0, contribution 0
+    s, t = _randn(30, 4, 6), _randn(31, 4, 6)
+    y = torch.tensor([0, 2, 5, 1])
+    t[0, [3, 4]] = -math.inf
+    t[2, 0] = -math.inf
+    s = s.clone().requires_grad_(True)
+    loss = dkd_loss(s, t, y)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(s.grad).all()
+    assert loss.item() == pytest.approx(ref_dkd(s.detach(), t, y, 1.0, 8.0, 4.0), rel=REL)
+
+
 def test_dkd_flattens_leading_dimensions() -> None:
     s, t = _randn(8, 2, 3, 4), _randn(9, 2, 3, 4)
     y = torch.tensor([[0, 1, 2], [3, 0, 1]])
@@ -299,9 +312,43 @@ def test_standardize_logits_matches_reference(correction: int) -> None:
     assert got.dtype == torch.float32 and got.shape == x.shape
     expected = torch.tensor(ref_standardize(x, 1e-7, correction), dtype=torch.float64)
     torch.testing.assert_close(got.double(), expected, rtol=REL, atol=1e-6)
-    # z-scores: zero mean, unit (population) std per sample
+    # z-scores: zero mean, unit std (with the same correction) per sample
     torch.testing.assert_close(got.mean(-1), torch.zeros(4), atol=1e-6, rtol=0)
     torch.testing.assert_close(got.std(-1, correction=correction), torch.ones(4), atol=1e-5, rtol=0)
+
+
+def _authors_normalize(logit: Tensor) -> Tensor:
+    """The logit-standardization authors' ``normalize`` (and torchdistill's LogitStdKDLoss's
+    ``standardize``): ``torch.std``'s default, Bessel's correction."""
+    mean = logit.mean(dim=-1, keepdim=True)
+    return (logit - mean) / (1e-7 + logit.std(dim=-1, keepdim=True))
+
+
+@pytest.mark.parametrize("num_classes", [2, 10])
+def test_standardize_default_is_the_authors_bessel_std(num_classes: int) -> None:
+    s = _randn(40, 256, num_classes, scale=3.0)
+    t = _randn(41, 256, num_classes, scale=3.0)
+    default = kd_loss(standardize_logits(s), standardize_logits(t), 2.0)
+    authors = kd_loss(_authors_normalize(s), _authors_normalize(t), 2.0)
+    assert default.item() == pytest.approx(authors.item(), rel=1e-5)
+    torch.testing.assert_close(standardize_logits(s), standardize_logits(s, correction=1))
+    # correction=0 (population std; the default before issue 19) stays available: z-scores
+    # sqrt(K / (K - 1)) times larger, a lower effective temperature, a larger loss
+    k = num_classes
+    torch.testing.assert_close(
+        standardize_logits(s, correction=0),
+        standardize_logits(s) * math.sqrt(k / (k - 1)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    population = kd_loss(
+        standardize_logits(s, correction=0), standardize_logits(t, correction=0), 2.0
+    )
+    ratio = population.item() / default.item()
+    # measured: 1.92 with 2 classes (the loss nearly doubles), 1.11 with 10 (11% larger);
+    # about K / (K - 1), the squared rescale, when the KL is small
+    expected = {2: 1.92, 10: 1.11}[k]
+    assert ratio == pytest.approx(expected, abs=0.03)
 
 
 def test_standardized_kd_ignores_logit_scale_and_shift() -> None:

@@ -299,6 +299,185 @@ def test_a_swept_kd_method_groups_apart(tmp_path: Path) -> None:
     assert "## kd=dkd, T=4, alpha=0.9" in md and "## kd=dist, T=4, alpha=0.9" in md
 
 
+# --- language models: bits per byte, lower is better; never ranked with image jobs ------------
+
+LM_DATA = {"data": {"_target_": "kdlightning.lm.data.PyDocsDataModule", "block_size": 64}}
+IMAGE_DATA = {"data": {"_target_": "kdlightning.data.digits.DigitsDataModule"}}
+
+
+def lm_results(seed: int, val: float, test: float, alone: float = 3.50) -> dict[str, Any]:
+    """results.json of a language-model job as kdlightning.lm writes it (tests/test_lm_job.py):
+    bits per byte, loss and perplexity per role, no accuracy."""
+
+    def role(val_bpb: float, test_bpb: float, params: int) -> dict[str, Any]:
+        return {"val/loss": val_bpb * 0.6931, "val/bpb": val_bpb, "val/ppl": 2**val_bpb,
+                "test/loss": test_bpb * 0.6931, "test/bpb": test_bpb, "test/ppl": 2**test_bpb,
+                "fit_seconds": 1.0, "params": params, "size_bytes": 4 * params,
+                "tokens_per_s": 500.0,
+                "sample": {"prompt": "def ", "continuation": "x"}}  # fmt: skip
+
+    return {
+        "teacher": {**role(2.9, 3.00 + seed / 100, 478272), "cache": {"hit": seed > 0}},
+        "baseline": role(alone - 0.01, alone, 35712),
+        "distilled": {**role(val, test, 35712), "val/kd_loss": 0.09, "method": "forward_kl"},
+        "summary": {"task": "distill", "seed": seed, "temperature": 1.0, "alpha": 0.9,
+                    "method": "forward_kl"},
+    }  # fmt: skip
+
+
+def lm_job(t: float, seed: int, val: float, test: float) -> Job:
+    metrics = {"distilled": {"val/bpb": val, "test/bpb": test}}
+    return Job(num=0, dir="", overrides=[], temperature=t, alpha=0.9, seed=seed, metrics=metrics,
+               status="ok")  # fmt: skip
+
+
+def test_language_models_are_ranked_by_the_lowest_validation_bpb() -> None:
+    rows = aggregate(
+        [lm_job(1, 0, 3.30, 3.00), lm_job(1, 1, 3.32, 3.02),   # lowest test bpb
+         lm_job(2, 0, 3.20, 3.40), lm_job(2, 1, 3.22, 3.42),   # lowest validation bpb
+         lm_job(4, 0, 3.25, 3.10), lm_job(4, 1, 3.27, 3.12)]
+    )  # fmt: skip
+    assert [r["kind"] for r in rows] == ["lm"] * 3
+    assert math.isnan(rows[0]["val_acc_mean"]) and rows[0]["val_bpb_mean"] == pytest.approx(3.31)
+    best = best_setting(rows)
+    assert best is not None and best["temperature"] == 2  # validation, lower is better
+    assert best["test_bpb_mean"] == pytest.approx(3.41)
+    # ties on the mean go to the smaller spread, as for accuracies
+    tie = aggregate([lm_job(1, 0, 3.0, 3.0), lm_job(1, 1, 3.2, 3.0),
+                     lm_job(2, 0, 3.1, 3.0), lm_job(2, 1, 3.1, 3.0)])  # fmt: skip
+    assert best_setting(tie)["temperature"] == 2
+
+
+def test_a_language_model_sweep_is_reported_in_bits_per_byte(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # python -m kdlightning.train -m experiment=lm_pydocs kd.temperature=1,2 seed=0,1
+    specs = [
+        {"T": 1, "a": 0.9, "seed": 0, "results": lm_results(0, 3.30, 3.00), "cfg": LM_DATA},
+        {"T": 1, "a": 0.9, "seed": 1, "results": lm_results(1, 3.32, 3.02), "cfg": LM_DATA},
+        {"T": 2, "a": 0.9, "seed": 0, "results": lm_results(0, 3.20, 3.40), "cfg": LM_DATA},
+        {"T": 2, "a": 0.9, "seed": 1, "results": lm_results(1, 3.22, 3.42), "cfg": LM_DATA},
+        {"T": 4, "a": 0.9, "seed": 0, "failed": True, "cfg": LM_DATA},
+    ]
+    sweep = fake_sweep(tmp_path / "sweep", specs)
+    jobs = collect_jobs(sweep)
+    # the failed job's kind from its config's data module; the one never started has none
+    assert [j.kind for j in jobs] == ["lm"] * 5 + [None]
+    assert main([str(sweep), "--wandb", "off"]) == 0
+    out = capsys.readouterr().out
+    md = (sweep / FILES["markdown"]).read_text()
+    assert md in out
+    assert "## Best setting (chosen on validation bits per byte, lower is better)" in md
+    assert ("T=2, alpha=0.9: validation 3.2100 ± 0.0141 bpb, test 3.4100 ± 0.0141 bpb over 2 "
+            "seed(s).") in md  # fmt: skip
+    assert ("Reference test bits per byte (lower is better; mean ± std): teacher 3.0050 ± "
+            "0.0071 bpb · student alone 3.5000 ± 0.0000 bpb.") in md  # fmt: skip
+    (best_row,) = [ln for ln in md.splitlines() if "(best)" in ln]
+    assert [c.strip() for c in best_row.strip("|").split("|")] == [
+        "2", "0.9", "2", "3.2100 ± 0.0141 **(best)**", "3.4100 ± 0.0141"]  # fmt: skip
+    assert "| val bpb " in md and "| test bpb " in md
+    assert table_row(md.split("## Jobs")[1], "0") == ["0", "1", "0.9", "0", "3.3000", "3.0000",
+                                                      "ok"]  # fmt: skip
+    assert "val acc" not in md and "mixes" not in md
+    for line in md.split("## Jobs")[1].splitlines():  # every finished job has its numbers
+        if line.endswith(" ok |"):
+            assert "| - " not in line
+    summary = read_json(sweep / FILES["json"])
+    assert summary["kinds"] == ["lm"] and "best_by_kind" not in summary
+    assert summary["best"]["temperature"] == 2 and summary["best"]["kind"] == "lm"
+    assert summary["best"]["val_bpb_mean"] == pytest.approx(3.21)
+    assert summary["best"]["val_acc_mean"] is None  # null, not NaN: valid JSON
+    json.loads((sweep / FILES["json"]).read_text(), parse_constant=pytest.fail)
+    rows = read_csv(sweep / FILES["jobs"])
+    assert list(rows[0])[: len(CSV_COLUMNS)] == CSV_COLUMNS  # the image columns stay first
+    assert rows[0]["kind"] == "lm" and float(rows[0]["val_bpb"]) == pytest.approx(3.30)
+    assert float(rows[0]["teacher_test_bpb"]) == pytest.approx(3.00)
+    agg = read_csv(sweep / FILES["aggregate"])
+    assert [(a["temperature"], a["kind"]) for a in agg] == [("1.0", "lm"), ("2.0", "lm")]
+    assert (sweep / FILES["heatmap"]).read_bytes().startswith(PNG_SIGNATURE)
+    # the seed tables were already in bits per byte; they still are
+    assert main([str(sweep), "--by-role"]) == 0
+    by_role_md = (sweep / BY_ROLE_FILE).read_text()
+    assert "in bits per byte (language models: lower is better)" in by_role_md
+    assert "alone − distilled, test bits per byte" in by_role_md
+
+
+def test_a_sweep_mixing_language_models_and_images_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # e.g. python -m kdlightning.train -m experiment=lm_pydocs,default seed=0,1: an accuracy
+    # and a bits per byte are not ranked against each other
+    lm, image = ["experiment=lm_pydocs"], ["experiment=default"]
+    specs = [
+        {"T": 1, "a": 0.9, "seed": 0, "extra": lm, "results": lm_results(0, 3.30, 3.00),
+         "cfg": LM_DATA},
+        {"T": 1, "a": 0.9, "seed": 1, "extra": lm, "results": lm_results(1, 3.32, 3.02),
+         "cfg": LM_DATA},
+        {"T": 1, "a": 0.9, "seed": 0, "extra": image, "val": 0.90, "test": 0.88,
+         "cfg": IMAGE_DATA},
+        {"T": 1, "a": 0.9, "seed": 1, "extra": image, "val": 0.92, "test": 0.86,
+         "cfg": IMAGE_DATA},
+    ]  # fmt: skip
+    sweep = fake_sweep(tmp_path / "sweep", specs)
+    jobs = collect_jobs(sweep)
+    rows = aggregate(jobs)
+    assert [(r["setting"], r["kind"]) for r in rows] == [
+        ("experiment=default", "image"), ("experiment=lm_pydocs", "lm")]  # fmt: skip
+    assert best_setting(rows) is None  # no single ranking of both kinds
+    assert best_setting(rows, "lm")["setting"] == "experiment=lm_pydocs"
+    assert best_setting(rows, "image")["setting"] == "experiment=default"
+
+    assert main([str(sweep), "--wandb", "off"]) == 0
+    capsys.readouterr()
+    md = (sweep / FILES["markdown"]).read_text()
+    assert "## Best setting of each kind (chosen on validation)" in md
+    assert "This sweep mixes language-model jobs (bits per byte, lower is better) and" in md
+    assert "they are not ranked together" in md
+    assert ("- image-classification jobs (accuracy): T=1, alpha=0.9 (experiment=default): "
+            "validation 91.00 ± 1.41%, test 87.00 ± 1.41% over 2 seed(s).") in md  # fmt: skip
+    assert ("- language-model jobs (bits per byte): T=1, alpha=0.9 (experiment=lm_pydocs): "
+            "validation 3.3100 ± 0.0141 bpb, test 3.0100 ± 0.0141 bpb over 2 "
+            "seed(s).") in md  # fmt: skip
+    assert ("Reference test accuracy of the image-classification jobs (mean ± std over seeds): "
+            "teacher 97.50 ± 0.71% · student alone 90.00 ± 0.00%.") in md  # fmt: skip
+    assert ("Reference test bits per byte of the language-model jobs (lower is better; mean ± "
+            "std): teacher 3.0050 ± 0.0071 bpb · student alone 3.5000 ± 0.0000 "
+            "bpb.") in md  # fmt: skip
+    # one table, each row in its own kind's columns, each kind's best marked
+    assert table_row(md, "experiment=default") == [
+        "experiment=default", "1", "0.9", "2", "91.00 ± 1.41% **(best)**", "87.00 ± 1.41%",
+        "95.00 ± 0.00%", "-", "-"]  # fmt: skip
+    assert table_row(md, "experiment=lm_pydocs") == [
+        "experiment=lm_pydocs", "1", "0.9", "2", "-", "-", "-", "3.3100 ± 0.0141 **(best)**",
+        "3.0100 ± 0.0141"]  # fmt: skip
+    summary = read_json(sweep / FILES["json"])
+    assert summary["best"] is None and summary["kinds"] == ["image", "lm"]
+    assert summary["best_by_kind"]["lm"]["val_bpb_mean"] == pytest.approx(3.31)
+    assert summary["best_by_kind"]["image"]["val_acc_mean"] == pytest.approx(0.91)
+    assert not (sweep / FILES["heatmap"]).exists()
+    assert main([str(sweep), "--by-role"]) == 0
+    by_role_md = (sweep / BY_ROLE_FILE).read_text()
+    assert "this sweep mixes the two" in by_role_md
+    assert "alone − distilled, test bits per byte" in by_role_md
+    assert "distilled − alone, test acc" in by_role_md
+
+
+def test_a_failed_language_model_job_makes_an_image_sweep_mixed(tmp_path: Path) -> None:
+    # the LM job failed before writing results: its config still says what it was
+    specs = [
+        {"T": 1, "a": 0.9, "seed": 0, "extra": ["experiment=default"], "val": 0.9, "test": 0.9,
+         "cfg": IMAGE_DATA},
+        {"T": 1, "a": 0.9, "seed": 0, "extra": ["experiment=lm_pydocs"], "failed": True,
+         "cfg": LM_DATA},
+    ]  # fmt: skip
+    sweep = fake_sweep(tmp_path / "sweep", specs)
+    summary = write_report(sweep)
+    assert summary["kinds"] == ["image", "lm"] and summary["best"] is None
+    assert summary["best_by_kind"]["lm"] is None
+    assert "mixes language-model jobs" in summary["markdown"]
+    assert "- language-model jobs (bits per byte): No finished job" in summary["markdown"]
+
+
 # --- a broken job is listed with its reason, never a crash -------------------------------------
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "dkd_warmup",
     "hint_loss",
     "kd_loss",
+    "kl_terms",
     "labeled_ce",
     "pkt_loss",
     "rkd_angle_loss",
@@ -115,6 +116,9 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) 
     The ``T^2`` factor keeps the gradient magnitude comparable to cross-entropy's as T grows
     (the gradient w.r.t. the student logits is ``T * (p_s - p_t) / N``).
     Leading dimensions beyond the batch (e.g. tokens) are flattened into the batch.
+    A ``-inf`` teacher logit (a masked class) has probability 0 and contributes 0, value and
+    gradient (:func:`kl_terms`); a ``-inf`` student logit where the teacher has mass gives
+    ``+inf``, the true KL.
     """
     t = check_temperature(temperature)
     _check_logits(student_logits, teacher_logits)
@@ -123,10 +127,24 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) 
     te = teacher_logits.reshape(-1, num_classes).float() / t
     log_p_s = F.log_softmax(s, dim=-1)
     log_p_t = F.log_softmax(te, dim=-1)
-    # kl_div(input=log q, target=log p, log_target=True) = sum p * (log p - log q); "batchmean"
-    # divides the sum by the batch size, which is the mathematically correct KL average.
-    kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
+    # sum p_t * (log p_t - log p_s) over everything, divided by the batch size ("batchmean", the
+    # mathematically correct KL average); a -inf teacher logit (a masked class) contributes 0.
+    kl = kl_terms(log_p_t, log_p_s).sum() / s.shape[0]
     return kl * (t * t)
+
+
+def kl_terms(log_p: Tensor, log_q: Tensor) -> Tensor:
+    """Elementwise ``p * (log p - log q)`` from log-probabilities: sum it over the classes for
+    ``KL(p || q)``.
+
+    A class with ``p = 0`` (a ``-inf`` logit: a masked class or vocabulary entry, or a
+    probability that underflows) contributes exactly 0 (``0 * log 0 = 0``), with a zero
+    gradient, even where ``q`` is 0 too. ``F.kl_div(log_q, log_p, log_target=True)`` computes
+    ``0 * (-inf - log q) = NaN`` there. A class with ``p > 0`` and ``q = 0`` gives ``+inf``, the
+    true value. Everything else is ``F.kl_div``'s arithmetic; a ``where``, no host sync.
+    """
+    p = log_p.exp()
+    return p * torch.where(p == 0, 0.0, log_p - log_q)
 
 
 def labeled_ce(logits: Tensor, targets: Tensor) -> Tensor:
@@ -310,18 +328,11 @@ def dkd_loss(
         log_rest = torch.logsumexp(log_p.masked_fill(is_target, -math.inf), dim=1, keepdim=True)
         return torch.cat([log_target, log_rest], dim=1)
 
-    tckd = F.kl_div(
-        binary_log_probs(s), binary_log_probs(te), reduction="batchmean", log_target=True
-    )
+    tckd = kl_terms(binary_log_probs(te), binary_log_probs(s)).sum() / n
     # Removing the target column (rather than masking it) keeps every log-probability finite.
     s_rest = s[~is_target].reshape(n, num_classes - 1)
     t_rest = te[~is_target].reshape(n, num_classes - 1)
-    nckd = F.kl_div(
-        F.log_softmax(s_rest, dim=1),
-        F.log_softmax(t_rest, dim=1),
-        reduction="batchmean",
-        log_target=True,
-    )
+    nckd = kl_terms(F.log_softmax(t_rest, dim=1), F.log_softmax(s_rest, dim=1)).sum() / n
     return (a * tckd + b * nckd) * (t * t)
 
 
@@ -395,7 +406,7 @@ def dist_loss(
     return (t * t) * (b * inter + g * intra)
 
 
-def standardize_logits(logits: Tensor, eps: float = 1e-7, *, correction: int = 0) -> Tensor:
+def standardize_logits(logits: Tensor, eps: float = 1e-7, *, correction: int = 1) -> Tensor:
     """Z-score each sample's logits over the classes (Sun et al., "Logit Standardization in
     Knowledge Distillation", CVPR 2024): ``(z - mean(z)) / (std(z) + eps)``.
 
@@ -407,10 +418,14 @@ def standardize_logits(logits: Tensor, eps: float = 1e-7, *, correction: int = 0
 
         kd_loss(standardize_logits(s), standardize_logits(t), temperature=2.0)
 
-    ``std`` is the population standard deviation over the classes (``correction = 0``, the
-    paper's Algorithm 1); the authors' code uses ``torch.std``'s Bessel correction
-    (``correction = 1``), which only rescales by ``sqrt(K / (K - 1))`` (a slightly higher
-    temperature). ``eps = 1e-7`` as in their code keeps constant logits finite (they map to 0).
+    ``std`` is the sample standard deviation over the ``K`` classes, with Bessel's correction
+    (``correction = 1``: the squared deviations divided by ``K - 1``), as in the authors' code
+    (``logit.std(dim=-1)``, torch's default) and torchdistill's ``LogitStdKDLoss``.
+    ``correction = 0`` gives the population std (divided by ``K``; this function's default
+    before issue 19): its z-scores are those of ``correction = 1`` times ``sqrt(K / (K - 1))``,
+    i.e. a lower effective temperature, and the KD loss differs accordingly: about 11% with 10
+    classes, about 2x with 2 classes (``tests/test_losses_methods.py``); from 100 classes on,
+    about 1%. ``eps = 1e-7`` as in their code keeps constant logits finite (they map to 0).
 
     Returns float32 whatever the input dtype (the losses compute in float32 anyway), shaped
     like ``logits``; the last dimension is the classes, and needs at least 2 of them.

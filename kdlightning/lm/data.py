@@ -13,13 +13,22 @@ tokenizer and no download. ``data=text_files`` reads local ``.txt`` (one documen
 only the response is scored), or a data set saved with ``datasets``' ``save_to_disk``
 (``load_from_disk=DIR``); ``tokenizer=PATH`` takes any local Hugging Face tokenizer. Nothing
 here downloads. Blocks and masks: ``kdlightning.lm.blocks``.
+
+Files are read as ``encoding`` (``data.encoding``, default UTF-8; a leading byte-order mark is
+dropped). A byte that does not decode, a line that is not a JSON object, or one without the
+expected fields stops the job with the file, the line and the fix; ``skip_bad_lines=True``
+(``data.skip_bad_lines=true``) leaves such JSONL lines out instead and logs how many. A
+``block_size`` longer than a split is refused at setup, with the split's length in tokens.
 """
 
 from __future__ import annotations
 
+import codecs
 import glob
 import json
+import logging
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +43,8 @@ from kdlightning.lm.blocks import Document, make_blocks, split_documents
 from kdlightning.lm.tokenize import ByteTokenizer, Tokenizer, load_tokenizer
 
 SPLITS = ("train", "val", "test")
+
+log = logging.getLogger(__name__)
 
 
 class TokenBlocks(Dataset):
@@ -94,12 +105,30 @@ class TextDataModule(L.LightningDataModule):
             return
         docs = self.documents()
         parts = split_documents(len(docs), self.val_fraction, self.test_fraction, self.seed)
+        split_docs = {split: [docs[i] for i in parts[split]] for split in SPLITS}
+        self.check_block_size(split_docs)
+        self.split_docs = split_docs
         for split in SPLITS:
-            self.split_docs[split] = [docs[i] for i in parts[split]]
             self.sets[split] = TokenBlocks(*make_blocks(self.split_docs[split], self.block_size))
             if len(self.sets[split]) == 0:
                 raise ValueError(f"the {split} split has no block of text; add more documents")
         self.bytes_per_token = self.tokenizer.bytes_per_token(docs)
+
+    def check_block_size(self, split_docs: dict[str, list[Document]]) -> None:
+        """Refuse a block longer than a split: every block of it would be padding, and the
+        models' context (and their attention) that long. Said before any block is built."""
+        lengths = {split: sum(len(d) for d in split_docs[split]) for split in SPLITS}
+        shortest = min(SPLITS, key=lambda split: lengths[split])
+        if self.block_size > lengths[shortest]:
+            sizes = ", ".join(f"{split} {lengths[split]}" for split in SPLITS)
+            raise ValueError(
+                f"data.block_size={self.block_size} is longer than the {shortest} split, which "
+                f"holds {lengths[shortest]} tokens in {len(split_docs[shortest])} document(s) "
+                f"(tokens per split: {sizes}): its blocks would be padding and the models' "
+                f"context {self.block_size} positions long. Set data.block_size to at most "
+                f"{lengths[shortest]} (typically 64 to 1024), or give the split more text "
+                "(data.val_fraction / data.test_fraction)."
+            )
 
     def split(self, split: str) -> TokenBlocks:
         if split not in self.sets:
@@ -143,9 +172,47 @@ class PyDocsDataModule(TextDataModule):
         return [Document.of(topics[name].encode("utf-8")) for name in names]
 
 
+#: A character that ``errors="surrogateescape"`` put in place of a byte that did not decode.
+_UNDECODED = re.compile("[\udc80-\udcff]")
+
+
+def _encoding_fix(encoding: str) -> str:
+    return (
+        f"if the file is not {encoding}, set data.encoding to its encoding (e.g. "
+        "data.encoding=latin-1 or data.encoding=cp1252), or convert it to UTF-8"
+    )
+
+
+def _decode_error(path: Path, raw: bytes, err: UnicodeDecodeError, encoding: str) -> str:
+    """The message for a file that does not decode: which file, line and byte, and the fix."""
+    line = raw[: err.start].decode(encoding, errors="replace").count("\n") + 1
+    byte = raw[err.start : err.start + 1].hex()
+    return (
+        f"{path}, line {line}: byte 0x{byte} (offset {err.start}) cannot be decoded as "
+        f"{encoding} ({err.reason}); {_encoding_fix(encoding)}"
+    )
+
+
+def read_text_file(path: Path, encoding: str = "utf-8") -> str:
+    """A .txt file's text (one document), its byte-order mark dropped; ``ValueError`` naming
+    the file, the line and ``data.encoding`` if it does not decode."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as err:
+        raise ValueError(_decode_error(path, raw, err, encoding)) from None
+    return text.removeprefix("\ufeff")
+
+
 class TextFilesDataModule(TextDataModule):
     """A user's local text: ``paths`` are files, folders (every .txt/.jsonl inside) or globs;
-    or ``load_from_disk`` is a folder written by ``datasets.Dataset.save_to_disk``."""
+    or ``load_from_disk`` is a folder written by ``datasets.Dataset.save_to_disk``.
+
+    ``encoding``: how the files are decoded (default UTF-8; the byte tokenizer then encodes the
+    text as UTF-8, so bits per byte are per UTF-8 byte whatever the files' encoding).
+    ``skip_bad_lines``: leave out the JSONL lines that do not decode, are not a JSON object or
+    lack the fields, with a warning that counts them, instead of stopping at the first one.
+    """
 
     def __init__(
         self,
@@ -156,12 +223,22 @@ class TextFilesDataModule(TextDataModule):
         text_key: str = "text",
         prompt_key: str = "prompt",
         response_key: str = "response",
+        encoding: str = "utf-8",
+        skip_bad_lines: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, tokenizer=load_tokenizer(tokenizer), **kwargs)
         self.paths = [paths] if isinstance(paths, str) else list(paths or [])
         self.load_from_disk = load_from_disk
         self.keys = (text_key, prompt_key, response_key)
+        try:
+            codecs.lookup(str(encoding))
+        except LookupError:
+            raise ValueError(
+                f"data.encoding={encoding!r} is not an encoding Python knows; use e.g. utf-8, "
+                "latin-1, cp1252 or utf-16"
+            ) from None
+        self.encoding, self.skip_bad_lines = str(encoding), bool(skip_bad_lines)
 
     def files(self) -> list[Path]:
         """Every .txt/.jsonl file named by ``paths``, sorted; a path matching nothing raises."""
@@ -180,17 +257,92 @@ class TextFilesDataModule(TextDataModule):
             found += hits
         return found
 
-    def _record(self, row: dict[str, Any], where: str) -> Document:
+    def _expected(self) -> str:
         text_key, prompt_key, response_key = self.keys
-        enc = self.tokenizer.encode
-        if prompt_key in row and response_key in row:
-            return Document.prompt_response(enc(str(row[prompt_key])), enc(str(row[response_key])))
-        if text_key in row:
-            return Document.of(enc(str(row[text_key])))
-        raise ValueError(
-            f"{where} has neither {text_key!r} nor {prompt_key!r}+{response_key!r}; set "
-            "data.text_key / data.prompt_key / data.response_key to its field names"
+        return (
+            f"an object with a {text_key!r} field or {prompt_key!r} and {response_key!r} fields "
+            f'holding strings, e.g. {{"{text_key}": "..."}}'
         )
+
+    def _record(self, row: Any, where: str) -> Document:
+        text_key, prompt_key, response_key = self.keys
+        if not isinstance(row, dict):
+            kind = {str: "string", list: "array", bool: "boolean", type(None): "null"}.get(
+                type(row), "number"
+            )
+            raise ValueError(
+                f"{where} is a JSON {kind} ({json.dumps(row)[:40]}), not an object: expected "
+                f"{self._expected()}"
+            )
+        keys = [prompt_key, response_key] if prompt_key in row and response_key in row else None
+        if keys is None and text_key in row:
+            keys = [text_key]
+        if keys is None:
+            raise ValueError(
+                f"{where} has neither {text_key!r} nor {prompt_key!r}+{response_key!r} (its "
+                f"fields: {', '.join(map(repr, list(row)[:8])) or 'none'}); set "
+                "data.text_key / data.prompt_key / data.response_key to its field names"
+            )
+        for key in keys:
+            if not isinstance(row[key], str):
+                raise ValueError(
+                    f"{where}: field {key!r} is {json.dumps(row[key])[:40]}, not a string; "
+                    f"expected {self._expected()}"
+                )
+        tokens = [self.tokenizer.encode(row[key]) for key in keys]
+        return Document.prompt_response(*tokens) if len(tokens) == 2 else Document.of(tokens[0])
+
+    def _jsonl_line(self, path: Path, n: int, line: str) -> Document:
+        where = f"{path}, line {n}"
+        bad = _UNDECODED.search(line)
+        if bad:
+            byte = ord(bad.group()) - 0xDC00
+            raise ValueError(
+                f"{where}: byte 0x{byte:02x} cannot be decoded as {self.encoding}; "
+                f"{_encoding_fix(self.encoding)}; or set data.skip_bad_lines=true to leave "
+                "such lines out"
+            )
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"{where} is not valid JSON ({err.msg}, column {err.colno}): each line of a "
+                f".jsonl file must be {self._expected()}. Fix or delete the line, or set "
+                "data.skip_bad_lines=true to leave bad lines out"
+            ) from None
+        return self._record(row, where)
+
+    def _jsonl_documents(self, path: Path) -> list[Document]:
+        """One document per non-blank line; bad lines raise, or are counted and left out."""
+        raw = path.read_bytes()
+        try:  # undecodable bytes kept as lone surrogates: the bad *line* is found below
+            text = raw.decode(self.encoding, errors="surrogateescape")
+        except UnicodeDecodeError as err:  # a byte surrogateescape cannot carry (e.g. UTF-16)
+            raise ValueError(_decode_error(path, raw, err, self.encoding)) from None
+        docs, bad = [], []
+        for n, line in enumerate(text.removeprefix("\ufeff").split("\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                docs.append(self._jsonl_line(path, n, line))
+            except ValueError as err:
+                if not self.skip_bad_lines:
+                    raise
+                bad.append(str(err))
+        if bad and not docs:
+            raise ValueError(
+                f"every line of {path} is bad ({len(bad)} line(s)), so data.skip_bad_lines "
+                f"leaves nothing; the first: {bad[0]}"
+            )
+        if bad:
+            log.warning(
+                "%s: skipped %d bad line(s) of %d (data.skip_bad_lines=true); the first: %s",
+                path,
+                len(bad),
+                len(bad) + len(docs),
+                bad[0],
+            )
+        return docs
 
     def documents(self) -> list[Document]:
         if not self.paths and not self.load_from_disk:  # LMJob sets the data up at start-up
@@ -212,11 +364,10 @@ class TextFilesDataModule(TextDataModule):
         docs = []
         for path in self.files():
             if path.suffix == ".jsonl":
-                for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                    if line.strip():
-                        docs.append(self._record(json.loads(line), f"{path}:{n}"))
+                docs += self._jsonl_documents(path)
             else:
-                docs.append(Document.of(self.tokenizer.encode(path.read_text(encoding="utf-8"))))
+                text = read_text_file(path, self.encoding)
+                docs.append(Document.of(self.tokenizer.encode(text)))
         return docs
 
 

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from kdlightning.distill.functional import check_temperature
+from kdlightning.distill.functional import check_temperature, kl_terms
 
 __all__ = [
     "LM_METHODS",
@@ -126,8 +126,10 @@ def divergence(
 
 
 def _kl(log_p: Tensor, log_q: Tensor) -> Tensor:
-    """``KL(p || q)`` per token from log-probabilities (0 * log 0 counted as 0)."""
-    return F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(-1)
+    """``KL(p || q)`` per token from log-probabilities: a vocabulary entry with ``p = 0`` (a
+    ``-inf`` logit) contributes 0, with a zero gradient, whatever ``q`` is there
+    (:func:`kdlightning.losses.kl_terms`)."""
+    return kl_terms(log_p, log_q).sum(-1)
 
 
 def forward_kl(
@@ -188,7 +190,13 @@ def generalized_jsd(
     log_b, log_1b = math.log(b), math.log1p(-b)
 
     def jsd(log_p_s: Tensor, log_p_t: Tensor) -> Tensor:
-        log_m = torch.logaddexp(log_p_t + log_b, log_p_s + log_1b)
+        # Where both are -inf the mixture is 0 too; logaddexp(-inf, -inf) is -inf but its
+        # gradient is NaN, so those entries are taken out of it (finite inputs, then -inf back).
+        both = torch.isneginf(log_p_t) & torch.isneginf(log_p_s)
+        mixed = torch.logaddexp(
+            torch.where(both, 0.0, log_p_t) + log_b, torch.where(both, 0.0, log_p_s) + log_1b
+        )
+        log_m = torch.where(both, -math.inf, mixed)
         return b * _kl(log_p_t, log_m) + (1.0 - b) * _kl(log_p_s, log_m)
 
     return divergence(jsd, student_logits, teacher_logits, mask, temperature, chunk_size)

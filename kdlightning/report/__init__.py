@@ -21,6 +21,13 @@ Reads every job folder of the multirun (``.hydra/config.yaml``, ``.hydra/overrid
   student alone and distilled student's test/val accuracy and params (mean ± std over seeds)
   and the distilled − alone test accuracy gain paired by seed.
 
+Language-model jobs (``experiment=lm_pydocs``, ``data=text_files``: results.json holds
+``val/bpb`` / ``test/bpb``, no accuracy) are reported in bits per byte, and their best setting
+is the one with the **lowest** validation bits per byte; report.csv then also has ``kind`` and
+``*_bpb`` columns. A sweep that mixes language models and image jobs says so, shows each kind
+in its own columns and gives the best setting of each kind (report.json: ``best`` null,
+``best_by_kind``), never one ranking of both.
+
 ``--wandb auto`` (the default) logs the heatmap and the tables to W&B when the jobs used
 ``logger=wandb``, into the same project and group as the jobs (``job_type=report``).
 
@@ -30,6 +37,7 @@ Modules: ``collect`` (job folders -> ``Job`` records), ``aggregate`` (statistics
 
 from kdlightning.report.aggregate import (
     aggregate,
+    best_by_kind,
     best_setting,
     by_role,
     mean_std,
@@ -46,6 +54,7 @@ __all__ = [
     "FILES",
     "Job",
     "aggregate",
+    "best_by_kind",
     "best_setting",
     "by_role",
     "collect_jobs",

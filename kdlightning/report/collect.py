@@ -2,7 +2,7 @@
 
     from kdlightning.report import collect_jobs
     for job in collect_jobs("logs/multiruns/<date>"):
-        print(job.num, job.temperature, job.alpha, job.seed, job.status, job.error)
+        print(job.num, job.kind, job.temperature, job.alpha, job.seed, job.status, job.error)
 
 A job is read from ``.hydra/overrides.yaml``, ``.hydra/config.yaml`` and ``results.json`` or
 ``failed.json``. Nothing a job leaves behind makes this raise: a garbled, missing or unreadable
@@ -31,6 +31,9 @@ AXES = ("kd.temperature", "kd.alpha", "seed")
 # What the report reads of each role in results.json.
 METRICS = ("test/acc", "val/acc", "test/agreement", "params", "test/bpb", "val/bpb")  # bpb: LMs
 ROLE_KEYS = ("teacher", "baseline", "distilled")
+# What a job trains: image classification (accuracy, higher is better) or a language model
+# (kdlightning.lm: bits per byte, lower is better). The report never ranks the two together.
+KINDS = ("image", "lm")
 
 
 @dataclass
@@ -52,6 +55,9 @@ class Job:
     setting: str = ""
     # the job's logger.wandb project / entity / group; None when it did not log to W&B
     wandb: dict[str, Any] | None = None
+    # "image" or "lm" (one of KINDS): from results.json's metrics (bits per byte: a language
+    # model), else from the config's data module; None when neither tells (e.g. not started)
+    kind: str | None = None
 
     def metric(self, role: str, key: str) -> float | None:
         """``results.json[role][key]`` of this job, or None."""
@@ -159,6 +165,26 @@ def _failure(path: Path) -> str:
     return error
 
 
+def _kind_of_metrics(metrics: Mapping[str, Mapping[str, float]]) -> str | None:
+    if any("test/bpb" in m or "val/bpb" in m for m in metrics.values()):
+        return "lm"
+    return "image" if any(metrics.values()) else None
+
+
+def kind_of(job: Job) -> str | None:
+    """``image`` or ``lm``: the job's ``kind``, else what its metrics are (a ``Job`` built by
+    hand), else ``image`` for a finished job and None for one that tells nothing."""
+    kind = job.kind or _kind_of_metrics(job.metrics)
+    return kind or ("image" if job.status == "ok" else None)
+
+
+def _kind_of_config(cfg: DictConfig) -> str | None:
+    target = _select(cfg, "data._target_")
+    if not isinstance(target, str):
+        return None
+    return "lm" if target.startswith("kdlightning.lm.") else "image"
+
+
 def _wandb_settings(cfg: DictConfig) -> dict[str, Any] | None:
     if not _select(cfg, "logger.wandb"):
         return None
@@ -185,6 +211,7 @@ def read_job(job_dir: Path) -> Job:
             raise Unreadable(".hydra/config.yaml is not a mapping")
         config = {key: _select(cfg, key) for key in AXES}
         job.wandb = _wandb_settings(cfg)
+        job.kind = _kind_of_config(cfg)
     except Unreadable as err:
         problems.append(str(err))
     problems += _set_axes(job, config, override_pairs(job.overrides))
@@ -198,6 +225,8 @@ def read_job(job_dir: Path) -> Job:
             job.metrics, job.teacher_cached = {}, None
             job.status = "unreadable"
             problems.insert(0, str(err))
+    if job.status == "ok":  # what it measured says what it is; a results.json of nothing: image
+        job.kind = _kind_of_metrics(job.metrics) or job.kind or "image"
     if job.status != "ok" and failed_path.exists():
         job.status = "failed"
         problems.insert(0, _failure(failed_path))

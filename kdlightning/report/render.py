@@ -16,8 +16,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from kdlightning.deploy.compare import markdown_table
-from kdlightning.report.aggregate import reference_accuracy, status_counts
-from kdlightning.report.collect import Job
+from kdlightning.report.aggregate import reference_accuracy, status_counts, sweep_kinds
+from kdlightning.report.collect import Job, kind_of
+
+# per kind: the results.json key of the teacher's and the student alone's reference metric
+REFERENCE_KEYS = {"image": "test/acc", "lm": "test/bpb"}
+KIND_NAMES = {"image": "image-classification jobs", "lm": "language-model jobs"}
 
 
 def pct(value: float | None, std: float | None = None, n: int = 1) -> str:
@@ -35,50 +39,89 @@ def num(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
 
 
+def bpb(value: float | None, std: float | None = None, n: int = 1) -> str:
+    """Bits per byte: ``6.2481``; with a std over ``n > 1`` seeds: ``6.2481 ± 0.0100``."""
+    if value is None or math.isnan(value):
+        return "-"
+    return f"{value:.4f} ± {std:.4f}" if std is not None and n > 1 else f"{value:.4f}"
+
+
+def _fmt(kind: str, value: float | None, std: float | None = None, n: int = 1) -> str:
+    return bpb(value, std, n) if kind == "lm" else pct(value, std, n)
+
+
 def jobs_table(jobs: Sequence[Job]) -> str:
-    """One row per job: its grid point, the distilled student's accuracies, its status."""
-    headers = ["job", "T", "alpha", "seed", "val acc", "test acc", "agreement (test)", "status"]
+    """One row per job: its grid point, the distilled student's accuracies (image jobs) or
+    bits per byte (language models), its status."""
+    kinds = sweep_kinds(jobs) or ["image"]  # one set of columns per kind in the sweep
+    metrics = {"image": [("val acc", "val/acc"), ("test acc", "test/acc"),
+                         ("agreement (test)", "test/agreement")],
+               "lm": [("val bpb", "val/bpb"), ("test bpb", "test/bpb")]}  # fmt: skip
+    columns = [(kind, header, key) for kind in kinds for header, key in metrics[kind]]
+    headers = ["job", "T", "alpha", "seed", *(h for _, h, _ in columns), "status"]
     if any(j.setting for j in jobs):
         headers.insert(1, "setting")
     rows = []
     for j in jobs:
         row = [j.num if j.num >= 0 else j.dir, num(j.temperature), num(j.alpha), num(j.seed),
-               pct(j.metric("distilled", "val/acc")), pct(j.metric("distilled", "test/acc")),
-               pct(j.metric("distilled", "test/agreement")), j.status]  # fmt: skip
+               *(_fmt(kind, j.metric("distilled", key)) for kind, _, key in columns),
+               j.status]  # fmt: skip
         if j.setting:
             row.insert(1, j.setting)
         rows.append(row)
     return markdown_table(headers, rows)
 
 
-def aggregate_table(rows: Sequence[dict[str, Any]], best: dict[str, Any] | None) -> str:
-    """Mean ± std over seeds per (setting, T, alpha); the best row marked."""
-    headers = ["T", "alpha", "seeds", "val acc", "test acc", "agreement (test)"]
+def aggregate_table(rows: Sequence[dict[str, Any]], best: Any) -> str:
+    """Mean ± std over seeds per (setting, T, alpha); the best row (or each kind's best row,
+    ``best`` a list of rows) marked. Accuracy columns for image jobs, bits per byte for
+    language models, both for a sweep that holds both."""
+    bests = best if isinstance(best, list | tuple) else [best]
+    kinds = sweep_kinds(rows) or ["image"]
+    names = {"image": ["val_acc", "test_acc", "test_agreement"], "lm": ["val_bpb", "test_bpb"]}
+    titles = {"val_acc": "val acc", "test_acc": "test acc", "test_agreement": "agreement (test)",
+              "val_bpb": "val bpb", "test_bpb": "test bpb"}  # fmt: skip
+    columns = [(kind, name) for kind in kinds for name in names[kind]]
+    headers = ["T", "alpha", "seeds", *(titles[name] for _, name in columns)]
     show_setting = any(r["setting"] for r in rows)
     if show_setting:
         headers.insert(0, "setting")
     out = []
     for r in rows:
         n = r["n"]
-        mark = " **(best)**" if r is best else ""
-        row = [num(r["temperature"]), num(r["alpha"]), n,
-               pct(r["val_acc_mean"], r["val_acc_std"], n) + mark,
-               pct(r["test_acc_mean"], r["test_acc_std"], n),
-               pct(r["test_agreement_mean"], r["test_agreement_std"], n)]  # fmt: skip
+        mark = " **(best)**" if any(r is b for b in bests) else ""
+        cells = []
+        for kind, name in columns:
+            cell = _fmt(kind, r[f"{name}_mean"], r[f"{name}_std"], n)
+            # marked in the column it was chosen on
+            chosen = name == ("val_bpb" if r.get("kind") == "lm" else "val_acc")
+            cells.append(cell + (mark if chosen else ""))
+        row = [num(r["temperature"]), num(r["alpha"]), n, *cells]
         if show_setting:
             row.insert(0, r["setting"])
         out.append(row)
     return markdown_table(headers, out)
 
 
-def reference_line(jobs: Sequence[Job]) -> str:
-    """``teacher 97.50 ± 0.71% · student alone 90.00 ± 0.00%`` (test accuracy), or ``""``."""
-    parts = []
-    for label, role in (("teacher", "teacher"), ("student alone", "baseline")):
-        ref = reference_accuracy(jobs, role)
-        if ref is not None:
-            parts.append(f"{label} {pct(ref[0], ref[1], ref[2])}")
-    return " · ".join(parts)
+def reference_line(jobs: Sequence[Job], kind: str | None = None) -> str:
+    """``teacher 97.50 ± 0.71% · student alone 90.00 ± 0.00%`` (test accuracy), or for
+    language models ``teacher 6.2481 bpb · student alone 7.2721 bpb`` (test bits per byte);
+    ``""`` when there is none. ``kind``: that kind's jobs only; by default every kind, each
+    named when the sweep mixes them."""
+    kinds = [kind] if kind is not None else sweep_kinds(jobs) or ["image"]
+    lines = []
+    for k in kinds:
+        members = [j for j in jobs if kind_of(j) == k]
+        parts = []
+        for label, role in (("teacher", "teacher"), ("student alone", "baseline")):
+            ref = reference_accuracy(members, role, REFERENCE_KEYS[k])
+            if ref is not None:
+                unit = " bpb" if k == "lm" else ""
+                parts.append(f"{label} {_fmt(k, ref[0], ref[1], ref[2])}{unit}")
+        if parts:
+            prefix = f"{KIND_NAMES[k]}: " if len(kinds) > 1 else ""
+            lines.append(prefix + " · ".join(parts))
+    return "; ".join(lines)
 
 
 def problems_list(jobs: Sequence[Job]) -> list[str]:
@@ -99,25 +142,47 @@ def report_markdown(
     best: dict[str, Any] | None,
     heatmap_name: str | None = None,
 ) -> str:
-    """report.md: counts, references, the best setting, the aggregate and the job tables."""
-    references = reference_line(jobs)
+    """report.md: counts, references, the best setting, the aggregate and the job tables.
+
+    A sweep of language models is reported in bits per byte and its best setting is the one
+    with the lowest validation bits per byte; a sweep that mixes language models and image
+    jobs says so and gives the best of each kind (``best`` is then a ``{kind: row}`` mapping,
+    :func:`kdlightning.report.aggregate.best_by_kind`), never one ranking of both.
+    """
     counts = status_counts(jobs)
+    kinds = sweep_kinds(jobs) or sweep_kinds(rows) or ["image"]
+    # best: {kind: row} (maybe empty), or one row (or None), of the sweep's own kind
+    by_kind = isinstance(best, dict) and set(best) <= set(KIND_NAMES)
+    bests = best if by_kind else {kinds[0]: best}
     lines = [f"# Sweep report: {name}", ""]
     lines.append(f"{len(jobs)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".")
-    if references:
-        lines.append(f"Reference test accuracy (mean ± std over seeds): {references}.")
-    lines += ["", "## Best setting (chosen on validation accuracy)", ""]
-    if best is None:
-        lines.append("No finished job: nothing to choose from.")
+    for kind in kinds:
+        references = reference_line(jobs, kind if len(kinds) > 1 else None)
+        if references:
+            what = "accuracy" if kind == "image" else "bits per byte"
+            whose = f" of the {KIND_NAMES[kind]}" if len(kinds) > 1 else ""
+            note = "mean ± std over seeds" if kind == "image" else "lower is better; mean ± std"
+            lines.append(f"Reference test {what}{whose} ({note}): {references}.")
+    if len(kinds) > 1:
+        lines += [
+            "",
+            "## Best setting of each kind (chosen on validation)",
+            "",
+            "**This sweep mixes language-model jobs (bits per byte, lower is better) and "
+            "image-classification jobs (accuracy, higher is better): they are not ranked "
+            "together.** The best of each kind:",
+            "",
+        ]
+        for kind in kinds:
+            what = "accuracy" if kind == "image" else "bits per byte"
+            lines.append(f"- {KIND_NAMES[kind]} ({what}): " + _best_sentence(bests.get(kind), kind))
     else:
-        n = best["n"]
-        lines.append(
-            f"T={best['temperature']:g}, alpha={best['alpha']:g}"
-            + (f" ({best['setting']})" if best["setting"] else "")
-            + f": validation {pct(best['val_acc_mean'], best['val_acc_std'], n)}, "
-            f"test {pct(best['test_acc_mean'], best['test_acc_std'], n)} over {n} seed(s)."
-        )
-    lines += ["", "## Mean ± std over seeds", "", aggregate_table(rows, best), ""]
+        kind = kinds[0]
+        on = "accuracy" if kind == "image" else "bits per byte, lower is better"
+        lines += ["", f"## Best setting (chosen on validation {on})", ""]
+        lines.append(_best_sentence(bests.get(kind), kind))
+    marked = [b for b in bests.values() if b is not None]
+    lines += ["", "## Mean ± std over seeds", "", aggregate_table(rows, marked), ""]
     if heatmap_name is not None:
         lines += [f"![T × alpha heatmap]({heatmap_name})", ""]
     lines += ["## Jobs", "", jobs_table(jobs), ""]
@@ -125,6 +190,21 @@ def report_markdown(
     if problems:
         lines += ["## Failed or unfinished jobs", "", *problems, ""]
     return "\n".join(lines)
+
+
+def _best_sentence(best: dict[str, Any] | None, kind: str) -> str:
+    if best is None:
+        return "No finished job: nothing to choose from."
+    n = best["n"]
+    key = "bpb" if kind == "lm" else "acc"
+    unit = " bpb" if kind == "lm" else ""
+    val = _fmt(kind, best[f"val_{key}_mean"], best[f"val_{key}_std"], n)
+    test = _fmt(kind, best[f"test_{key}_mean"], best[f"test_{key}_std"], n)
+    return (
+        f"T={best['temperature']:g}, alpha={best['alpha']:g}"
+        + (f" ({best['setting']})" if best["setting"] else "")
+        + f": validation {val}{unit}, test {test}{unit} over {n} seed(s)."
+    )
 
 
 def _mean_std(stats: tuple[float, float, int], scale: float, digits: int) -> str:
@@ -137,8 +217,8 @@ def _mean_std(stats: tuple[float, float, int], scale: float, digits: int) -> str
 
 
 def _is_bpb(table: dict[str, Any]) -> bool:
-    # language models (kdlightning.lm): their paired gain is in test bits per byte
-    return (table["gain"] or {}).get("metric") == "test/bpb"
+    # language models (kdlightning.lm): bits per byte, their paired gain too
+    return table.get("kind") == "lm" or (table["gain"] or {}).get("metric") == "test/bpb"
 
 
 def _group_title(table: dict[str, Any]) -> str:
@@ -168,18 +248,24 @@ def seed_table(table: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _units(tables: Sequence[dict[str, Any]]) -> str:
+    lm = [_is_bpb(t) for t in tables]
+    if any(lm) and not all(lm):
+        return (
+            "in % for the image-classification groups and in bits per byte for the "
+            "language-model groups (lower is better): this sweep mixes the two, each group is "
+            "one kind."
+        )
+    return "in bits per byte (language models: lower is better)." if any(lm) else "in %."
+
+
 def by_role_markdown(name: str, tables: Sequence[dict[str, Any]], jobs: Sequence[Job]) -> str:
     """report_by_role.md: one seed table per (setting, T, alpha), then the jobs left out."""
     lines = [
         f"# Seed tables: {name}",
         "",
         "Teacher, student alone and distilled student: mean ± sample std over seeds of each "
-        "stage's best-validation checkpoint, "
-        + (
-            "in bits per byte (language models: lower is better)."
-            if any(_is_bpb(t) for t in tables)
-            else "in %."
-        ),
+        "stage's best-validation checkpoint, " + _units(tables),
         "",
     ]
     if not tables:

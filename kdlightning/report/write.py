@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kdlightning.report.aggregate import aggregate, best_setting, by_role, status_counts
-from kdlightning.report.collect import Job, collect_jobs
+from kdlightning.report.aggregate import (
+    aggregate,
+    best_setting,
+    by_role,
+    status_counts,
+    sweep_kinds,
+)
+from kdlightning.report.collect import Job, collect_jobs, kind_of
 from kdlightning.report.heatmap import plot_heatmap
 from kdlightning.report.render import by_role_markdown, reference_line, report_markdown
 
@@ -28,8 +35,19 @@ FILES = {
 BY_ROLE_FILE = "report_by_role.md"
 
 
+# report.csv / report_aggregate.csv columns only written when the sweep holds a language model
+LM_JOB_COLUMNS = ("kind", "val_bpb", "test_bpb", "teacher_test_bpb", "baseline_test_bpb")
+LM_AGGREGATE_COLUMNS = ("kind", "val_bpb_mean", "val_bpb_std", "test_bpb_mean", "test_bpb_std")
+
+
 def job_rows(jobs: Sequence[Job]) -> list[dict[str, Any]]:
-    """One flat dict per job, the columns of report.csv (and of the W&B ``jobs`` table)."""
+    """One flat dict per job, the columns of report.csv (and of the W&B ``jobs`` table).
+
+    When a job is a language model, also :data:`LM_JOB_COLUMNS`: its kind (``image`` or
+    ``lm``) and the bits per byte of the distilled student (val, test), teacher and baseline
+    (test); an image sweep's columns stay as they have always been.
+    """
+    lm = "lm" in sweep_kinds(jobs)
     return [
         {
             "num": j.num,
@@ -47,9 +65,31 @@ def job_rows(jobs: Sequence[Job]) -> list[dict[str, Any]]:
             "teacher_cached": j.teacher_cached,
             "error": j.error,
             "setting": j.setting,
+            **(
+                {
+                    "kind": kind_of(j),
+                    "val_bpb": j.metric("distilled", "val/bpb"),
+                    "test_bpb": j.metric("distilled", "test/bpb"),
+                    "teacher_test_bpb": j.metric("teacher", "test/bpb"),
+                    "baseline_test_bpb": j.metric("baseline", "test/bpb"),
+                }
+                if lm
+                else {}
+            ),
         }
         for j in jobs
     ]
+
+
+def _json_row(row: dict[str, Any] | None, drop: Sequence[str] = ()) -> dict[str, Any] | None:
+    # NaN (a metric the kind has none of: accuracy for a language model) as null: valid JSON
+    if row is None:
+        return None
+    return {
+        k: None if isinstance(v, float) and math.isnan(v) else v
+        for k, v in row.items()
+        if k not in drop
+    }
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
@@ -62,36 +102,59 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 def write_report(sweep_dir: str | Path, jobs: Sequence[Job] | None = None) -> dict[str, Any]:
     """Write the report files into ``sweep_dir``.
 
+    Language models are reported in bits per byte, their best setting the lowest validation
+    bits per byte; a sweep mixing them with image jobs gets ``best`` None in report.json and
+    ``best_by_kind`` (``{"image": row, "lm": row}``) instead: the two are never ranked as one.
+
     Returns the summary stored in report.json plus, as plain values, ``markdown`` (report.md),
     ``aggregate`` (its rows) and ``jobs`` (``job_rows``: one dict per job).
     """
     sweep_dir = Path(sweep_dir)
     jobs = list(jobs) if jobs is not None else collect_jobs(sweep_dir)
     rows = aggregate(jobs)
-    best = best_setting(rows)
+    kinds = sweep_kinds(jobs) or sweep_kinds(rows) or ["image"]
+    # a sweep of language models and image jobs has no single best: one per kind
+    mixed = len(kinds) > 1
+    best_of_kind = {kind: best_setting(rows, kind) for kind in kinds}
+    best = None if mixed else best_of_kind[kinds[0]]
     references = reference_line(jobs)
 
     per_job = job_rows(jobs)
     write_csv(sweep_dir / FILES["jobs"], per_job)
+    drop = () if "lm" in kinds else LM_AGGREGATE_COLUMNS  # an image sweep: columns as always
     write_csv(
         sweep_dir / FILES["aggregate"],
-        [{**r, "seeds": " ".join(map(str, r["seeds"]))} for r in rows],
+        [
+            {
+                **{k: v for k, v in r.items() if k not in drop},
+                "seeds": " ".join(map(str, r["seeds"])),
+            }
+            for r in rows
+        ],
     )
-    title = f"{sweep_dir.name}: student accuracy, mean over seeds; red box: best on validation"
+    what = "bits per byte (lower is better)" if kinds == ["lm"] else "accuracy"
+    title = f"{sweep_dir.name}: student {what}, mean over seeds; red box: best on validation"
     if references:
         title += f"\n(test) {references}"
     heatmap = plot_heatmap(rows, best, title, sweep_dir / FILES["heatmap"])
-    markdown = report_markdown(sweep_dir.name, jobs, rows, best, heatmap.name if heatmap else None)
+    markdown = report_markdown(
+        sweep_dir.name, jobs, rows, best_of_kind if mixed else best,
+        heatmap.name if heatmap else None,
+    )  # fmt: skip
     (sweep_dir / FILES["markdown"]).write_text(markdown)
 
     summary = {
         "sweep_dir": str(sweep_dir),
         "counts": status_counts(jobs),
-        "best": best,
+        "best": _json_row(best, drop),
         "references": references,
         "files": {k: str(sweep_dir / v) for k, v in FILES.items() if k != "heatmap" or heatmap},
         "heatmap": str(heatmap) if heatmap else None,
     }
+    if kinds != ["image"]:  # language models: "best" is chosen on bits per byte
+        summary["kinds"] = kinds
+    if mixed:
+        summary["best_by_kind"] = {k: _json_row(r) for k, r in best_of_kind.items()}
     (sweep_dir / FILES["json"]).write_text(json.dumps(summary, indent=2) + "\n")
     return {**summary, "markdown": markdown, "aggregate": rows, "jobs": per_job}
 
