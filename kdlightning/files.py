@@ -42,3 +42,19 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def fingerprint_files(paths: list[Path]) -> dict[str, object]:
+    """What a set of data files holds: their count, total size and one BLAKE2b digest over each
+    file's name, size and bytes (in the order given). Cheap enough for every start (about 1 GB/s
+    on one core); a file replaced under the same name gives another digest."""
+    digest = hashlib.blake2b(digest_size=16)
+    total = 0
+    for path in paths:
+        size = path.stat().st_size
+        total += size
+        digest.update(f"{path.name}\0{size}\0".encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return {"files": len(paths), "bytes": total, "blake2b": digest.hexdigest()}

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, open_dict
 from kdlightning.job.cache import (
     CacheError,
     StageCache,
+    _meta_digest,
     cache_key,
     file_sha256,
     key_config,
@@ -298,7 +299,8 @@ def first_weight(cache_dir: Path, cfg: DictConfig) -> torch.Tensor:
 def _rewrite_checksum(entry: Path) -> None:
     """Make meta.json agree with tensors.pt again: only the content check can catch it now."""
     meta = json.loads((entry / "meta.json").read_text())
-    meta["sha256"] = file_sha256(entry / "tensors.pt")
+    meta["files"]["tensors.pt"] = file_sha256(entry / "tensors.pt")
+    meta["meta_sha256"] = _meta_digest(meta)
     (entry / "meta.json").write_text(json.dumps(meta))
 
 
@@ -329,10 +331,21 @@ def _no_meta(entry: Path) -> None:
     (entry / "meta.json").unlink()
 
 
+def _edited_metrics(entry: Path) -> None:
+    # valid JSON, a better-looking teacher: the checksum of metrics.json catches it
+    metrics = json.loads((entry / "metrics.json").read_text())
+    (entry / "metrics.json").write_text(json.dumps({**metrics, "test/acc": 0.999}))
+
+
+def _edited_meta(entry: Path) -> None:
+    meta = json.loads((entry / "meta.json").read_text())
+    (entry / "meta.json").write_text(json.dumps({**meta, "trained_in": "elsewhere"}))
+
+
 @pytest.mark.parametrize(
     "tamper",
     [_other_model, _other_model_checksum_fixed, _truncated, _truncated_checksum_fixed,
-     _garbled_metrics, _no_meta],
+     _garbled_metrics, _no_meta, _edited_metrics, _edited_meta],
 )  # fmt: skip
 def test_a_damaged_entry_is_named_discarded_and_recomputed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, tamper: Callable[[Path], None]

@@ -21,12 +21,15 @@ its labels. ``train_mode`` says what ``train_dataloader`` serves:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, TensorDataset
+
+from kdlightning.files import fingerprint_files
 
 #: Target of a training sample whose label is withheld (``num_labeled``); losses ignore it.
 UNLABELED = -1
@@ -242,6 +245,16 @@ class ClassificationDataModule(L.LightningDataModule):
             seed = int(getattr(self, "seed", 0))
             self._labeled = balanced_subset(targets, self.num_labeled, self.num_classes, seed)
         return self._labeled
+
+    def source_files(self) -> list[Path]:
+        """The files the samples are read from (none for data made in memory); the job's cache
+        keys cover what they hold (:meth:`fingerprint`), not only their path in the config."""
+        return []
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Count, size and digest of :meth:`source_files` (empty when there are none)."""
+        files = self.source_files()
+        return fingerprint_files(files) if files else {}
 
     def set_train_mode(self, mode: str) -> None:
         """Choose what ``train_dataloader`` serves: ``full``, ``labeled`` or ``transfer``."""

@@ -126,6 +126,10 @@ class _CIFARDataModule(ClassificationDataModule):
             (folder / meta["filename"], meta["md5"])
         ]
 
+    def source_files(self) -> list[Path]:
+        found = {p for train in (True, False) for p, _ in self._files(train) if p.is_file()}
+        return sorted(found)
+
     def _unreadable(self, train: bool) -> list[str]:
         """``path: problem`` for each file of a split that torchvision could not use."""
         meta = self.dataset_cls.meta

@@ -9,6 +9,8 @@ It ships inside scikit-learn, so the default job never downloads anything.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
@@ -51,6 +53,13 @@ class DigitsDataModule(ClassificationDataModule):
                 f"{self.val_fraction} + {self.test_fraction}"
             )
         self.seed = int(seed)
+
+    def source_files(self) -> list[Path]:
+        import sklearn.datasets
+
+        # the digits ship inside scikit-learn: another release could ship other pixels
+        path = Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"
+        return [path] if path.is_file() else []
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:

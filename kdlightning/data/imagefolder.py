@@ -216,6 +216,11 @@ class ImageFolderDataModule(ClassificationDataModule):
             "folder alike."
         )
 
+    def source_files(self) -> list[Path]:
+        # every file under the training and test folders, in a stable order
+        return sorted(p for root in (self.train_root, self.test_root) if root.is_dir()
+                      for p in root.rglob("*") if p.is_file())  # fmt: skip
+
     @property
     def class_names(self) -> list[str]:
         """The training folder's class folders, in label order."""

@@ -239,6 +239,10 @@ class _IdxDataModule(ClassificationDataModule):
             f"into {self.data_dir} (data.data_dir / paths.data_dir)."
         )
 
+    def source_files(self) -> list[Path]:
+        self.prepare_data()  # stages the idx files into raw_dir (idempotent)
+        return [self.raw_dir / name for name in _IDX_FILES if (self.raw_dir / name).is_file()]
+
     def _load(self, train: bool) -> TensorDataset:
         ds = self.dataset_cls(str(self.data_dir), train=train, download=self.download)
         # The whole set fits in memory as one tensor: far faster on a CPU than PIL per sample.

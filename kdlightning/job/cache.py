@@ -7,9 +7,10 @@
 
 An entry is ``<cache.dir>/<kind>/<key>/`` holding ``tensors.pt`` (named tensors only: a model's
 state dict, or teacher logits), ``metrics.json`` and ``meta.json`` (the key's inputs and the
-SHA-256 of ``tensors.pt``). ``key`` hashes everything that can change the result: for a
-stage, the resolved configs in :data:`STAGE_INPUTS` (not ``kd.*``, loggers or paths, which is
-what lets a temperature sweep share one teacher) and the source code of this package (editing a
+SHA-256 of ``tensors.pt`` and of ``metrics.json``, and its own). ``key`` hashes everything that
+can change the result: for a stage, the resolved configs in :data:`STAGE_INPUTS` (not ``kd.*``,
+loggers or paths, which is what lets a temperature sweep share one teacher), what the data files
+hold (the data module's ``fingerprint()``) and the source code of this package (editing a
 model or the training loop never reuses a stale teacher). Nothing is unpickled: tensors are
 read with ``torch.load(weights_only=True)`` after their checksum matched, and models are
 rebuilt from the config. A damaged or tampered entry is named in a warning, discarded and
@@ -89,8 +90,12 @@ def _plain(cfg: DictConfig, name: str) -> Any:
     return value
 
 
-def key_config(cfg: DictConfig, stage: str) -> dict[str, Any]:
-    """The resolved sub-configs that determine ``stage``'s trained model (the cache key input)."""
+def key_config(
+    cfg: DictConfig, stage: str, data_files: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The resolved sub-configs that determine ``stage``'s trained model (the cache key input),
+    and ``data_files``: what the data files hold (the data module's ``fingerprint()``), so that
+    files replaced under the same path are never taken for the ones a stored teacher saw."""
     if stage not in STAGE_INPUTS:
         raise ValueError(f"no cache key is defined for stage {stage!r}; use one of {STAGE_INPUTS}")
     out: dict[str, Any] = {"kdlightning": kdlightning.__version__, "code": code_version()}
@@ -99,6 +104,8 @@ def key_config(cfg: DictConfig, stage: str) -> dict[str, Any]:
         # The teacher trains on every label whatever data.num_labeled says (the transfer set
         # only withholds labels from the students): one teacher serves every num_labeled.
         out["data"].pop("num_labeled", None)
+    if data_files:
+        out["data_files"] = data_files
     checkpoint = (out.get(stage) or {}).get("checkpoint") if stage == "teacher" else None
     if checkpoint and Path(checkpoint).expanduser().is_file():
         # A teacher loaded from a file is only the same teacher while the file is unchanged.
@@ -106,13 +113,17 @@ def key_config(cfg: DictConfig, stage: str) -> dict[str, Any]:
     return out
 
 
-def logits_key_inputs(cfg: DictConfig, teacher: nn.Module) -> dict[str, Any]:
-    """What the teacher's stored logits depend on: its weights and the data config, less what
-    changes no input (loader settings, batch sizes, which training labels are kept)."""
+def logits_key_inputs(
+    cfg: DictConfig, teacher: nn.Module, data_files: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What the teacher's stored logits depend on: its weights, the data config, less what
+    changes no input (loader settings, batch sizes, which training labels are kept), and what
+    the data files hold (``data_files``)."""
     data = _plain(cfg, "data")
     if isinstance(data, dict):
         data = {k: v for k, v in data.items() if k not in _NOT_INPUTS}
-    return {"teacher_weights": weights_sha256(teacher), "data": data}
+    out = {"teacher_weights": weights_sha256(teacher), "data": data}
+    return {**out, "data_files": data_files} if data_files else out
 
 
 def digest(payload: Any) -> str:
@@ -121,9 +132,9 @@ def digest(payload: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def cache_key(cfg: DictConfig, stage: str) -> str:
+def cache_key(cfg: DictConfig, stage: str, data_files: dict[str, Any] | None = None) -> str:
     """Equal for jobs that may share ``stage``'s result."""
-    return digest(key_config(cfg, stage))
+    return digest(key_config(cfg, stage, data_files))
 
 
 def weights_sha256(model: nn.Module) -> str:
@@ -147,13 +158,27 @@ class DamagedEntry(Exception):
     """An entry that is incomplete, unreadable or not what its checksum says."""
 
 
+ENTRY_FILES = ("tensors.pt", "metrics.json")
+
+
+def _meta_digest(meta: dict[str, Any]) -> str:
+    # meta.json's own checksum: over its content without this field, in a canonical form
+    rest = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def load_entry(entry: Path) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Any]]:
-    """(tensors, metrics, meta) of a cache entry, checked against its checksum."""
+    """(tensors, metrics, meta) of a cache entry, each file checked against its checksum: the
+    tensors and the metrics by the SHA-256 sums in meta.json, meta.json by its own."""
     try:
         meta = json.loads((entry / "meta.json").read_text())
+        if meta.get("meta_sha256") != _meta_digest(meta):
+            raise DamagedEntry("meta.json does not match its own checksum (edited?)")
+        sums = meta.get("files") or {}
+        for name in ENTRY_FILES:
+            if file_sha256(entry / name) != sums.get(name):
+                raise DamagedEntry(f"{name} does not match its checksum in meta.json (edited?)")
         metrics = json.loads((entry / "metrics.json").read_text())
-        if file_sha256(entry / "tensors.pt") != meta.get("sha256"):
-            raise DamagedEntry("tensors.pt does not match the checksum in meta.json")
         tensors = torch.load(entry / "tensors.pt", map_location="cpu", weights_only=True)
     except DamagedEntry:
         raise
@@ -167,13 +192,17 @@ def load_entry(entry: Path) -> tuple[dict[str, Tensor], dict[str, Any], dict[str
 def store_entry(
     entry: Path, tensors: dict[str, Tensor], metrics: dict[str, Any], meta: dict[str, Any]
 ) -> None:
-    """Write an entry to a temporary folder and rename it into place (atomic for readers)."""
+    """Write an entry to a temporary folder and rename it into place (atomic for readers); every
+    file is covered by a checksum (:func:`load_entry` checks them)."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
     try:
         torch.save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp / "t.pt")
         os.replace(tmp / "t.pt", tmp / "tensors.pt")
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
-        meta = {**meta, "sha256": file_sha256(tmp / "tensors.pt"), "created": time.time()}
+        sums = {name: file_sha256(tmp / name) for name in ENTRY_FILES}
+        meta = {**meta, "files": sums, "created": time.time()}
+        meta = json.loads(json.dumps(meta, default=str))  # the form load_entry reads back
+        meta["meta_sha256"] = _meta_digest(meta)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
         os.replace(tmp, entry)
     except BaseException:
@@ -201,6 +230,8 @@ class StageCache:
         self.lock_timeout_s = float(cache_cfg.get("lock_timeout_s", 3600))
         self.rank_wait_s = float(cache_cfg.get("rank_wait_s", 7200))
         self.dir = Path(str(cache_cfg.get("dir", "."))).expanduser().resolve()
+        # what the data files hold (the data module's fingerprint()): part of every key
+        self.data_files: dict[str, Any] = {}
 
     def __enter__(self) -> StageCache:
         return self
@@ -234,8 +265,8 @@ class StageCache:
             model.load_state_dict(tensors, strict=True)  # a mismatch means a damaged entry
             holder["model"] = model.eval()
 
-        key = cache_key(self.cfg, stage)
-        metrics, info = self._get(stage, key, key_config(self.cfg, stage), compute_tensors, restore)
+        inputs = key_config(self.cfg, stage, self.data_files)
+        metrics, info = self._get(stage, digest(inputs), inputs, compute_tensors, restore)
         return holder["model"], {**metrics, "cache": info}
 
     def tensors(

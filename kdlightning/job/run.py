@@ -30,6 +30,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -107,6 +108,13 @@ def _run_claimed(
     with StageCache(cfg, output_dir) as cache:
         dm = instantiate(cfg.data)
         task = task_for(dm)  # image classification or language modelling: what differs
+        # the cache keys cover what the data files hold, not only their paths
+        start = time.perf_counter()
+        cache.data_files = dm.fingerprint() if cache.enabled else {}
+        if cache.data_files:
+            log.info("Data files: %d, %.1f MB, fingerprint %s (%.2f s)",
+                     cache.data_files["files"], cache.data_files["bytes"] / 1e6,
+                     cache.data_files["blake2b"], time.perf_counter() - start)  # fmt: skip
         task.check(cfg, dm)
         job = Job(cfg, dm, output_dir, cache, task, [] if trainers is None else trainers,
                   resume=resume)  # fmt: skip

@@ -39,6 +39,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from kdlightning.data.base import batch_as_is, make_loader
+from kdlightning.files import fingerprint_files
 from kdlightning.lm.blocks import Document, make_blocks, split_documents
 from kdlightning.lm.tokenize import ByteTokenizer, Tokenizer, load_tokenizer
 
@@ -99,6 +100,15 @@ class TextDataModule(L.LightningDataModule):
 
     def documents(self) -> list[Document]:
         raise NotImplementedError  # each data module reads its own source
+
+    def source_files(self) -> list[Path]:
+        """The files the documents are read from; the job's cache keys cover what they hold."""
+        return []
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Count, size and digest of :meth:`source_files` (empty when there are none)."""
+        files = self.source_files()
+        return fingerprint_files(files) if files else {}
 
     def setup(self, stage: str | None = None) -> None:
         if self.sets:
@@ -164,6 +174,11 @@ class PyDocsDataModule(TextDataModule):
     def __init__(self, *args: Any, max_documents: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_documents = None if max_documents is None else int(max_documents)
+
+    def source_files(self) -> list[Path]:
+        import pydoc_data.topics
+
+        return [Path(pydoc_data.topics.__file__)]  # this Python's own copy
 
     def documents(self) -> list[Document]:
         from pydoc_data.topics import topics  # ships with CPython: nothing to download
@@ -239,6 +254,12 @@ class TextFilesDataModule(TextDataModule):
                 "latin-1, cp1252 or utf-16"
             ) from None
         self.encoding, self.skip_bad_lines = str(encoding), bool(skip_bad_lines)
+
+    def source_files(self) -> list[Path]:
+        if self.load_from_disk:
+            folder = Path(self.load_from_disk).expanduser()
+            return sorted(p for p in folder.rglob("*") if p.is_file())
+        return self.files()
 
     def files(self) -> list[Path]:
         """Every .txt/.jsonl file named by ``paths``, sorted; a path matching nothing raises."""

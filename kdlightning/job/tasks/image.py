@@ -155,7 +155,7 @@ class ImageTask(Task):
         return Distiller(student, module, {"method": method_name, "teacher_logits": logits_info})
 
     def _cached_logits(self, job: Job) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        key = logits_key_inputs(job.cfg, job.teacher)
+        key = logits_key_inputs(job.cfg, job.teacher, job.cache.data_files)
         start = time.perf_counter()
         teacher, dm = job.teacher, job.dm
         logits, info = job.cache.tensors("logits", key, lambda: compute_teacher_logits(teacher, dm))

@@ -234,7 +234,7 @@ class TextTask(Task):
 
     def _cached_topk(self, job: Job, k: int) -> tuple[dict[str, Tensor], dict[str, Any]]:
         """The teacher's top-k logits from the cache (computed on a miss), and what to record."""
-        key = {**logits_key_inputs(job.cfg, job.teacher), "topk": k}
+        key = {**logits_key_inputs(job.cfg, job.teacher, job.cache.data_files), "topk": k}
         start = time.perf_counter()
         teacher, dm = job.teacher, job.dm
         topk, info = job.cache.tensors("lm_topk", key, lambda: compute_topk(teacher, dm, k))
