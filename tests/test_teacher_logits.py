@@ -98,3 +98,12 @@ def test_cached_logits_stay_aligned_on_two_ddp_processes(tmp_path: Path) -> None
     results = read_json(tmp_path / "run" / "results.json")
     assert results["distilled"]["teacher_logits"]["mode"] == "cached"
     assert results["summary"]["num_labeled"] == 60
+
+
+def test_a_stored_table_for_other_data_is_refused_naming_rows_and_samples() -> None:
+    from kdlightning.distill.teacher import check_logit_rows
+
+    tables = {"train_values": torch.zeros(5, 3, 2), "val": torch.zeros(4, 10)}
+    check_logit_rows(tables, {"train": 5, "val": 4}, "entry")
+    with pytest.raises(ValueError, match=r"hold 5 rows for the train split, which has 6 samples"):
+        check_logit_rows(tables, {"train": 6, "val": 4}, "entry")

@@ -77,3 +77,16 @@ def compute_teacher_logits(teacher: nn.Module, dm: Any) -> dict[str, Tensor]:
         out[split] = torch.cat(rows)
     teacher.to("cpu")
     return out
+
+
+def check_logit_rows(logits: dict[str, Tensor], sizes: dict[str, int], where: str) -> None:
+    """Stored teacher outputs must hold one row per sample of each split: a table made for other
+    data would pair inputs with another sample's soft targets (or index past its end)."""
+    for name, table in logits.items():
+        split = name.split("_", 1)[0]  # "train" or "train_values" / "train_indices"
+        if split in sizes and table.shape[0] != sizes[split]:
+            raise ValueError(
+                f"the stored teacher outputs in {where} hold {table.shape[0]} rows for the "
+                f"{split} split, which has {sizes[split]} samples: they were made for other data. "
+                "Delete that entry (or set cache.enabled=false) so they are computed again."
+            )

@@ -26,7 +26,11 @@ from kdlightning.distill.functional import check_temperature
 from kdlightning.distill.methods import build_method
 from kdlightning.distill.modules import ClassifierModule, DistillationModule
 from kdlightning.distill.mutual import MutualLearningModule, check_num_students
-from kdlightning.distill.teacher import choose_teacher_logits, compute_teacher_logits
+from kdlightning.distill.teacher import (
+    check_logit_rows,
+    choose_teacher_logits,
+    compute_teacher_logits,
+)
 from kdlightning.figures import write_figures
 from kdlightning.job import results as results_io
 from kdlightning.job import tracking
@@ -159,6 +163,8 @@ class ImageTask(Task):
         start = time.perf_counter()
         teacher, dm = job.teacher, job.dm
         logits, info = job.cache.tensors("logits", key, lambda: compute_teacher_logits(teacher, dm))
+        sizes = {split: len(dm.indexed(split)) for split in logits}
+        check_logit_rows(logits, sizes, info.get("entry", "the teacher-logits cache"))
         return logits, {"mode": "cached", "seconds": time.perf_counter() - start, "cache": info}
 
     def _mutual(self, job: Job) -> Distiller:

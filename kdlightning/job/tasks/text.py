@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from kdlightning.deploy.compare import ROLES
 from kdlightning.distill.functional import check_alpha, check_temperature
+from kdlightning.distill.teacher import check_logit_rows
 from kdlightning.job import results as results_io
 from kdlightning.job.build import optimizer_factories
 from kdlightning.job.cache import logits_key_inputs
@@ -238,6 +239,8 @@ class TextTask(Task):
         start = time.perf_counter()
         teacher, dm = job.teacher, job.dm
         topk, info = job.cache.tensors("lm_topk", key, lambda: compute_topk(teacher, dm, k))
+        sizes = {split: len(dm.sets[split]) for split in dm.sets}
+        check_logit_rows(topk, sizes, info.get("entry", "the teacher top-k cache"))
         seconds = time.perf_counter() - start
         return topk, {"mode": "cached", "topk": k, "seconds": seconds, "cache": info}
 
