@@ -13,13 +13,15 @@ logger or callback works); the only per-class policy, W&B's, lives in ``kdlightn
 from __future__ import annotations
 
 import inspect
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig
+from lightning.pytorch.strategies import StrategyRegistry
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from kdlightning.data.base import ClassificationDataModule
@@ -94,14 +96,52 @@ def make_loggers(cfg: DictConfig, stage: str) -> list[Any]:
     return loggers
 
 
+def distributed_strategy(cfg: DictConfig) -> Any:
+    """``trainer.strategy`` with the process-group timeout ``distributed.timeout_s`` when it
+    names a strategy that takes one (ddp, fsdp, ...); ``None`` to leave it as configured.
+
+    Lightning's default timeout is 30 minutes: a rank whose peer died or hangs would wait that
+    long in a collective, deaf to SIGTERM. A strategy given as an object is left as it is."""
+    strategy = cfg.trainer.get("strategy", "auto")
+    timeout_s = OmegaConf.select(cfg, "distributed.timeout_s", default=None)
+    if not isinstance(strategy, str) or timeout_s is None or strategy not in StrategyRegistry:
+        return None
+    entry = StrategyRegistry[strategy]
+    if "timeout" not in inspect.signature(entry["strategy"]).parameters:
+        return None
+    params = {**entry["init_params"], "timeout": timedelta(seconds=float(timeout_s))}
+    return entry["strategy"](**params)
+
+
+def _quiet_sigterm_notifier(trainer: L.Trainer) -> None:
+    # Lightning's SIGTERM handler runs dist.broadcast inside the signal handler, on whatever
+    # rank got the signal, while the other ranks may be in another collective: a deadlock
+    # (issue 19). Keep what it does that helps - pass the signal to the children it started -
+    # and leave the rest to kdlightning.job.signals (Interrupted, exit 128 + signum).
+    connector = trainer._signal_connector
+
+    def notify(signum: int, frame: Any) -> None:
+        launcher = trainer.strategy.launcher
+        if not connector.received_sigterm and launcher is not None:
+            launcher.kill(signum)
+        connector.received_sigterm = True
+
+    connector._sigterm_notifier_fn = notify
+
+
 def make_trainer(cfg: DictConfig, stage: str, output_dir: Path, **overrides: Any) -> L.Trainer:
     """A Trainer from ``cfg.trainer`` with this stage's callbacks, loggers and directory."""
     stage_dir = output_dir / stage
     loggers = make_loggers(cfg, stage)
-    return instantiate(
+    strategy = distributed_strategy(cfg)
+    if strategy is not None:
+        overrides = {"strategy": strategy, **overrides}
+    trainer = instantiate(
         cfg.trainer,
         callbacks=make_callbacks(cfg, stage_dir),
         logger=loggers or False,
         default_root_dir=str(stage_dir),
         **overrides,
     )
+    _quiet_sigterm_notifier(trainer)
+    return trainer

@@ -157,13 +157,9 @@ def job_scope() -> Iterator[list[L.Trainer]]:
         yield trainers
         finished = True
     finally:
-        # strategy=ddp/fsdp: the Popen children of Lightning's script launcher (ddp_spawn's
-        # multiprocessing workers are joined by Lightning after each fit/validate/test).
-        launched = [getattr(t.strategy.launcher, "procs", []) for t in trainers]
-        procs = [p for ps in launched for p in ps if isinstance(p, subprocess.Popen)]
+        procs = _children(trainers)
         if not finished:  # rank 0 failed: its children would wait for it in a collective
-            for p in procs:
-                p.kill()
+            kill_children(trainers)
         failed = [p.args for p in procs if _wait(p) != 0]
         if launching:
             if dist.is_available() and dist.is_initialized():
@@ -174,8 +170,27 @@ def job_scope() -> Iterator[list[L.Trainer]]:
                 else:
                     os.environ[key] = value
             rank_zero_only.rank = 0
-        if failed:
+        # Only when this process succeeded: after its own error (a DivergenceError, a signal) the
+        # children's failure is a consequence, and raising it here would replace the cause.
+        if failed and finished:
             raise RuntimeError(f"{len(failed)} DDP child process(es) failed: {failed}")
+        if failed:
+            log.info("%d DDP child process(es) ended with this job's error", len(failed))
+
+
+def _children(trainers: list[L.Trainer]) -> list[subprocess.Popen]:
+    # strategy=ddp/fsdp: the Popen children of Lightning's script launcher (ddp_spawn's
+    # multiprocessing workers are joined by Lightning after each fit/validate/test).
+    launched = [getattr(t.strategy.launcher, "procs", []) for t in trainers]
+    return [p for ps in launched for p in ps if isinstance(p, subprocess.Popen)]
+
+
+def kill_children(trainers: list[L.Trainer]) -> None:
+    """SIGKILL the DDP children the job's Trainers started (they would wait in a collective for
+    a parent that is gone)."""
+    for p in _children(trainers):
+        if p.poll() is None:
+            p.kill()
 
 
 def _wait(proc: subprocess.Popen) -> int:

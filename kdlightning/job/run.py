@@ -39,13 +39,18 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from kdlightning.job import results as results_io
 from kdlightning.job import tracking
 from kdlightning.job.cache import StageCache
 from kdlightning.job.config import check_config
-from kdlightning.job.distributed import is_global_zero, job_scope, relaunch_safe
+from kdlightning.job.distributed import (
+    is_global_zero,
+    job_scope,
+    kill_children,
+    relaunch_safe,
+)
 from kdlightning.job.resolvers import register_resolvers
 from kdlightning.job.signals import Interrupted, on_signals, signal_of
 from kdlightning.job.stages import Job, baseline_stage, distill_stage, teacher_stage
@@ -220,9 +225,17 @@ def claim_explicit_run_dir(entry: Callable[..., Any]) -> Callable[..., Any]:
 @hydra.main(version_base="1.3", config_path=_config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float:
     output_dir = Path(HydraConfig.get().runtime.output_dir)
+
     # job_scope: DDP children of this job (environment in, clean-up out); on_signals: SIGTERM
     # and SIGINT end the job with a non-zero status instead of Lightning's silent exit 0.
-    with job_scope() as trainers, on_signals():
+    def stuck(signum: int) -> None:
+        # the main thread is blocked (a collective whose peer is gone): record why we stop
+        if is_global_zero():
+            results_io.mark_failed(output_dir, Interrupted(signum), signal.Signals(signum).name)
+        kill_children(trainers)
+
+    grace_s = float(OmegaConf.select(cfg, "distributed.signal_grace_s", default=20.0))
+    with job_scope() as trainers, on_signals(on_stuck=stuck, grace_s=grace_s):
         try:
             results = run(cfg, output_dir, trainers)
         except BaseException as err:
