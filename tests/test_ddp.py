@@ -159,3 +159,24 @@ def test_torchrun_two_processes_share_the_given_run_dir(tmp_path: Path) -> None:
     assert results["teacher"]["val/acc"] > 0.2, results["teacher"]
     teacher_acc = results["distilled"]["test/teacher_acc"]  # from the cached logits, by index
     assert teacher_acc == pytest.approx(results["teacher"]["test/acc"], abs=1e-6)
+
+
+def test_every_ddp_configuration_a_user_reaches_runs_to_the_end(tmp_path: Path) -> None:
+    """The DDP matrix, progress bar on (debug=fast keeps it): a feature method (kd=at) and deep
+    mutual learning (kd=dml), each with W&B (offline) and early stopping, then a language model.
+    Each once hung or could hang in a collective one rank never reached."""
+    logs = tmp_path / "logs"
+    run_module(
+        "kdlightning.train", "-m", "kd=at,dml", "student=cnn", "logger=wandb",
+        "callbacks=early_stopping", *DDP_CPU, "debug=fast", f"paths.log_dir={logs}",
+        timeout=TIMEOUT,
+    )  # fmt: skip
+    sweep = _only(list((logs / "distill" / "multiruns").iterdir()))
+    for job, method in (("0", "at"), ("1", "dml")):
+        assert read_json(sweep / job / "results.json")["summary"]["method"] == method
+    run_module(
+        "kdlightning.train", "experiment=lm_pydocs", *DDP_CPU, "debug=fast",
+        f"paths.log_dir={logs}", timeout=TIMEOUT,
+    )  # fmt: skip
+    run = _only(list((logs / "distill" / "runs").iterdir()))
+    assert "test/bpb" in read_json(run / "results.json")["distilled"]

@@ -127,7 +127,11 @@ def summarize(loggers: list[Any], metrics: Mapping[str, Any]) -> None:
     numbers = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
     for lg in loggers:
         if isinstance(lg, WandbLogger):
-            lg.experiment.summary.update(numbers)
+            # on DDP ranks > 0 the experiment is Lightning's DummyExperiment, whose attributes
+            # are no-op functions: only rank 0's run has a summary
+            summary = getattr(lg.experiment, "summary", None)
+            if hasattr(summary, "update"):
+                summary.update(numbers)
 
 
 def log_comparison(results: Mapping[str, Any]) -> None:
