@@ -32,7 +32,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -41,7 +40,7 @@ from kdlightning.job import results as results_io
 from kdlightning.job import tracking
 from kdlightning.job.cache import StageCache
 from kdlightning.job.config import check_config
-from kdlightning.job.distributed import is_global_zero, job_scope, relaunch_safe
+from kdlightning.job.distributed import is_global_zero, job_scope
 from kdlightning.job.resolvers import register_resolvers
 from kdlightning.job.signals import Interrupted, on_signals, signal_of
 from kdlightning.job.stages import Job, baseline_stage, distill_stage, teacher_stage
@@ -55,13 +54,6 @@ warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the st
 TASKS = ("distill", "classify")
 
 register_resolvers()  # conf/hydra/default.yaml names run dirs with ${kdl.run_id:}
-
-
-def _config_dir() -> str:
-    # Inside a wheel the tree is packaged as kdlightning/conf; in a checkout it is ../../conf.
-    package = Path(__file__).resolve().parents[1]
-    packaged = package / "conf"
-    return str(packaged if packaged.is_dir() else package.parent / "conf")
 
 
 def check_task(task: str) -> str:
@@ -155,9 +147,9 @@ def run(cfg: DictConfig, output_dir: Path, trainers: list | None = None) -> dict
     return results
 
 
-@relaunch_safe  # a DDP child that Lightning starts runs its parent's job, not a new sweep
-@hydra.main(version_base="1.3", config_path=_config_dir(), config_name="train")
-def main(cfg: DictConfig) -> float:
+def job(cfg: DictConfig) -> float:
+    """One Hydra job: :func:`run` inside the job's scope (DDP children, signals, failed.json).
+    The command line (``@hydra.main`` in :mod:`kdlightning.job.cli`) checks the config first."""
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     # job_scope: DDP children of this job (environment in, clean-up out); on_signals: SIGTERM
     # and SIGINT end the job with a non-zero status instead of Lightning's silent exit 0.
@@ -180,7 +172,3 @@ def main(cfg: DictConfig) -> float:
     # validation bits per byte (lower is better: minimize it)
     best = results.get("distilled", results["teacher"])
     return float(best["val/bpb"] if "val/bpb" in best else best["val/acc"])
-
-
-if __name__ == "__main__":
-    main()
