@@ -86,6 +86,7 @@ def task(cfg: DictConfig) -> float:
     output_dir = Path(hc.runtime.output_dir)
     try:
         added = precheck(cfg, list(hc.overrides.task))
+        progress.quiet()
         from kdlightning.job import run  # torch, Lightning: the slow imports
 
         check_target_keys(cfg, added, skip=("kd",))
@@ -94,7 +95,7 @@ def task(cfg: DictConfig) -> float:
         if errors.user_error(err) is None:
             raise
         _stopped(err, output_dir)
-    progress.quiet()
+    progress.quiet()  # again: Lightning's loggers exist now
     try:
         return run.job(cfg)
     except Exception as err:

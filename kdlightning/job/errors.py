@@ -97,11 +97,8 @@ def describe(err: BaseException) -> str:
     if isinstance(err, OSError) and err.filename is not None and err.strerror:
         text = f"{err.strerror}: {err.filename}"  # not "[Errno 2] ..."
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return (
-        "; ".join(line.rstrip(".;") for line in lines[:-1])
-        + ("; " if len(lines) > 1 else "")
-        + lines[-1]
-    )
+    # inner lines lose their closing ";" or "." (the joint is "; "), the last keeps it
+    return "; ".join([*(line.rstrip(".;") for line in lines[:-1]), lines[-1]])
 
 
 def _unknown_key(cause: BaseException) -> str | None:

@@ -10,7 +10,8 @@
 - :func:`quiet`: the routine messages of the libraries are dropped: Lightning's litlogger tip
   (once per Trainer, three times a job), onnxscript's and onnx_ir's INFO lines on
   ``export=onnx``, W&B's warning about an ``anonymous`` setting nobody made (Lightning passes
-  ``anonymous=None``; :func:`kdlightning.job.tracking.drop_anonymous`).
+  ``anonymous=None``; :func:`kdlightning.job.tracking.drop_anonymous`), torch's "No CUDA
+  runtime is found" on import and a deprecation warning inside Lightning.
 
 This module imports no torch or Lightning at import time (the command line calls
 :func:`announce_job` before the slow imports).
@@ -21,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -106,7 +108,13 @@ class _DropLitloggerTip(logging.Filter):
 
 
 def quiet() -> None:
-    """Drop the routine messages listed in the module doc; calling it again changes nothing."""
+    """Drop the routine messages listed in the module doc; calling it again changes nothing.
+    The command line calls it before the slow imports (some speak while being imported)."""
+    # torch.utils.benchmark (latency) imports torch's C++-extension builder, which warns
+    # "No CUDA runtime is found, using CUDA_HOME=..." on every CPU machine; nothing is built.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    # Lightning 2.6 with torch >= 2.9: a deprecation inside Lightning, nothing a user can act on
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropLitloggerTip) for f in rank_zero.filters):
         rank_zero.addFilter(_DropLitloggerTip())
