@@ -62,7 +62,10 @@ def check_data_files(cfg: DictConfig) -> None:
 
     if not _local_rank_zero():
         return
-    dm = instantiate(cfg.data)  # constructors read no data
+    try:
+        dm = instantiate(cfg.data)  # constructors read no data
+    except Exception:  # a bad data value: the job's own checks name it (check_config)
+        return
     prepare = getattr(dm, "prepare_data", None)
     if callable(prepare):
         prepare()
