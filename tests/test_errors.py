@@ -82,6 +82,18 @@ def test_hydras_could_not_override_becomes_the_nearest_key_without_a_plus() -> N
     assert "+kd" not in line  # Hydra's own advice would add a key nothing reads
 
 
+def test_hydras_could_not_find_a_group_option_becomes_the_nearest_option() -> None:
+    with (
+        initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"),
+        pytest.raises(ConfigCompositionException) as info,
+    ):
+        hydra_compose("train", overrides=["kd=dkdd"])
+    assert user_error(info.value) is info.value
+    line = describe(info.value)
+    assert line.startswith("kd=dkdd is not an option (did you mean kd=dkd? kd is one of: at, ")
+    assert "search path" not in line
+
+
 def test_report_prints_one_line_and_exits_2(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

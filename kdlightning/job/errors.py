@@ -93,12 +93,24 @@ def describe(err: BaseException) -> str:
         unknown = _unknown_key(cause)
         if unknown:
             return unknown
+    options = getattr(err, "options", None)
+    if _name(type(err)) == "hydra.errors.MissingConfigException" and options:
+        return _not_an_option(str(err.missing_cfg_file), [str(o) for o in options])
     text = str(err).strip() or type(err).__name__
     if isinstance(err, OSError) and err.filename is not None and err.strerror:
         text = f"{err.strerror}: {err.filename}"  # not "[Errno 2] ..."
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     # inner lines lose their closing ";" or "." (the joint is "; "), the last keeps it
     return "; ".join([*(line.rstrip(".;") for line in lines[:-1]), lines[-1]])
+
+
+def _not_an_option(path: str, options: list[str]) -> str:
+    """Hydra's "Could not find 'kd/kdd' ... Available options in 'kd': ... Config search
+    path: ..." as the choice, the nearest option and the others."""
+    group, _, choice = path.rpartition("/")
+    near = closest(choice, options)
+    hint = f"did you mean {group}={near}? " if near else ""
+    return f"{group}={choice} is not an option ({hint}{group} is one of: {', '.join(options)})"
 
 
 def _unknown_key(cause: BaseException) -> str | None:
