@@ -13,7 +13,7 @@ from omegaconf import OmegaConf, open_dict
 
 from kdlightning.job.errors import ConfigError
 from kdlightning.job.keys import (
-    GROUPS,
+    TARGET_GROUPS,
     added_keys,
     check_added_keys,
     check_target_keys,
@@ -108,6 +108,14 @@ def test_a_skipped_group_is_checked_for_the_command_lines_additions_only() -> No
         check_target_keys(cfg, ["kd.temprature"], skip=("kd",))
 
 
+def test_a_callbacks_typo_is_refused_a_new_callback_is_not() -> None:
+    overrides = ["+callbacks.model_checkpoint.patience=3", "+callbacks.mine={_target_: x.Y}"]
+    cfg, _, baseline = added(*overrides)
+    check_added_keys(cfg, overrides, baseline)  # callbacks and loggers are open dicts
+    with pytest.raises(ConfigError, match=r"callbacks\.model_checkpoint\.patience is not"):
+        check_target_keys(cfg, added_keys(overrides))
+
+
 def test_a_target_taking_kwargs_accepts_any_key() -> None:
     cfg = compose([])
     with open_dict(cfg):
@@ -124,7 +132,7 @@ def test_trainer_arguments_the_job_sets_are_refused_with_where_to_set_them(key: 
         check_target_keys(cfg, [key])
 
 
-@pytest.mark.parametrize("group", [g for g in GROUPS if g not in ("teacher", "student")])
+@pytest.mark.parametrize("group", [g for g in TARGET_GROUPS if g not in ("teacher", "student")])
 def test_every_option_of_a_checked_group_passes_the_key_checks(group: str) -> None:
     """No false alarm: every YAML file's keys are arguments of its targets."""
     for name in config_options(group):

@@ -1,15 +1,16 @@
 """No setting silently dropped: keys nothing reads are refused, with the nearest valid key.
 
     $ python -m kdlightning.train +kd.temprature=4
-    error: kd.temprature is not a setting (did you mean kd.temperature?); fix the name
+    error: kd.temprature is not a setting (did you mean kd.temperature?); fix the name or remove it
 
 Without the ``+`` Hydra refuses the typo itself but suggests the ``+``; with it, the key used to
 be added, read by nobody, and the job trained with T=2 and exited 0. What a group accepts:
 
 - a node with a ``_target_`` (``data``, ``trainer``, ``optim.optimizer``, ``teacher.model``,
-  ...): the arguments of the target's signature (anything, if it takes ``**kwargs``): the job
-  passes every key of such a node to the target, so :func:`check_target_keys` checks every key
-  the composed config holds there, from the command line or from a YAML file;
+  the callbacks' and the loggers' entries): the arguments of the target's signature (anything,
+  if it takes ``**kwargs``). The job passes every key of such a node to the target, so
+  :func:`check_target_keys` checks every key the composed config holds there, from the command
+  line or from a YAML file;
 - a node without one (``kd`` today, ``teacher``, ``optim``): the keys its YAML files define.
   The job reads those by name, so a key the command line adds (``+kd.x`` / ``++kd.x``) that the
   config without the command line's settings lacks is read by nobody (:func:`check_added_keys`).
@@ -41,6 +42,9 @@ from kdlightning.job.errors import ConfigError, closest
 
 #: The groups whose keys are checked.
 GROUPS = ("kd", "data", "teacher", "student", "optim", "trainer")
+#: ... and where every ``_target_`` node's keys are checked against its signature: also the
+#: callbacks and loggers (their entries are open: ``+callbacks.mine={_target_: ...}`` adds one).
+TARGET_GROUPS = (*GROUPS, "callbacks", "logger")
 
 #: Trainer arguments the job sets for each stage (kdlightning.job.build.make_trainer): a value
 #: given as trainer.<arg> would be replaced, so it is refused with where to set it instead.
@@ -146,7 +150,9 @@ def _set_by_the_job(key: str) -> ConfigError:
     return ConfigError(f"{key} is set by the job for each stage; use {SET_BY_THE_JOB[key]}")
 
 
-def target_nodes(cfg: DictConfig, groups: Iterable[str] = GROUPS) -> Iterator[tuple[str, Any]]:
+def target_nodes(
+    cfg: DictConfig, groups: Iterable[str] = TARGET_GROUPS
+) -> Iterator[tuple[str, Any]]:
     """``(key, node)`` of every node with a ``_target_`` under ``groups``, outermost first."""
 
     def walk(path: str, node: Any) -> Iterator[tuple[str, Any]]:
