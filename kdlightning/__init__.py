@@ -12,8 +12,24 @@ from kdlightning import _aliases
 
 _aliases.install()
 
-from kdlightning.distill.functional import distillation_loss, kd_loss  # noqa: E402
-from kdlightning.distill.modules import ClassifierModule, DistillationModule  # noqa: E402
+from typing import Any  # noqa: E402
 
 __all__ = ["ClassifierModule", "DistillationModule", "distillation_loss", "kd_loss"]
 __version__ = "0.1.0"
+
+# The public names load torch and Lightning (about 10 s) on first use, not at `import
+# kdlightning`: the command line checks its config and answers tab completion without them.
+_LAZY = {
+    "distillation_loss": "kdlightning.distill.functional",
+    "kd_loss": "kdlightning.distill.functional",
+    "ClassifierModule": "kdlightning.distill.modules",
+    "DistillationModule": "kdlightning.distill.modules",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

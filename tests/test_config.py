@@ -431,3 +431,47 @@ def test_local_configs_are_git_ignored_but_the_readme_is_not() -> None:
 
     assert ignored("conf/local/default.yaml")
     assert not ignored("conf/local/README.md")
+
+
+# --- every Lightning Trainer argument as trainer.<arg>= (conf/trainer/default.yaml) -------------
+
+
+def _trainer_yaml() -> tuple[dict, dict]:
+    """(the job's choices, the part listed with Lightning's defaults) of trainer/default.yaml"""
+    text = (CONF_DIR / "trainer" / "default.yaml").read_text()
+    ours, marker, lightnings = text.partition("# --- Lightning's defaults")
+    assert marker, "conf/trainer/default.yaml lost its '# --- Lightning's defaults' section"
+    return yaml.safe_load(ours), yaml.safe_load(lightnings.partition("\n")[2])
+
+
+def test_the_trainer_config_lists_every_argument_of_lightnings_trainer() -> None:
+    """So that a Lightning user's trainer.fast_dev_run=true works without a +; compared with
+    the installed Lightning, so the list cannot go stale."""
+    import inspect
+
+    from kdlightning.job.keys import SET_BY_THE_JOB
+
+    ours, lightnings = _trainer_yaml()
+    listed = (set(ours) | set(lightnings)) - {"_target_"}
+    by_the_job = {k.split(".", 1)[1] for k in SET_BY_THE_JOB}
+    assert listed == set(inspect.signature(L.Trainer).parameters) - by_the_job
+    assert not set(ours) & set(lightnings)
+
+
+def test_the_trainer_config_has_lightnings_defaults_where_the_job_chooses_none() -> None:
+    import inspect
+
+    params = inspect.signature(L.Trainer).parameters
+    _, lightnings = _trainer_yaml()
+    differ = {k: (v, params[k].default) for k, v in lightnings.items() if v != params[k].default}
+    assert not differ, f"not Lightning's defaults (value, Lightning's): {differ}"
+
+
+def test_a_lightning_user_sets_any_trainer_argument_without_a_plus() -> None:
+    cfg = compose(
+        ["trainer.fast_dev_run=true", "trainer.limit_train_batches=3",
+         "trainer.gradient_clip_val=1.0", "trainer.accumulate_grad_batches=2"]
+    )  # fmt: skip
+    assert cfg.trainer.fast_dev_run is True and cfg.trainer.limit_train_batches == 3
+    trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
+    assert trainer.fast_dev_run and trainer.accumulate_grad_batches == 2

@@ -1,5 +1,5 @@
 """A run folder belongs to one job: claimed before anything is written, never overwritten, and
-a resumed run keeps the settings it started with (kdlightning.job.results.claim_run_dir)."""
+a resumed run keeps the settings it started with (kdlightning.job.claim)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from conftest import FAST, compose, read_json, run_job, run_module
 from filelock import FileLock
 
 from kdlightning.job import run as train
-from kdlightning.job.results import (
+from kdlightning.job.claim import (
     LOCK_FILE,
     RunRefused,
     check_resume_config,
     claim_run_dir,
+    explicit_run_dir,
     release_run_dir,
 )
 
@@ -60,10 +61,10 @@ def _root() -> bool:
 
 
 def test_explicit_run_dir_is_read_from_a_single_runs_command_line() -> None:
-    assert train.explicit_run_dir(["hydra.run.dir=logs/x", "resume=true"]) == (Path("logs/x"), True)
-    assert train.explicit_run_dir(["hydra.run.dir='a b'"]) == (Path("a b"), False)
-    assert train.explicit_run_dir(["-m", "hydra.run.dir=x"]) == (None, False)
-    assert train.explicit_run_dir(["kd.temperature=2"]) == (None, False)
+    assert explicit_run_dir(["hydra.run.dir=logs/x", "resume=true"]) == (Path("logs/x"), True)
+    assert explicit_run_dir(["hydra.run.dir='a b'"]) == (Path("a b"), False)
+    assert explicit_run_dir(["-m", "hydra.run.dir=x"]) == (None, False)
+    assert explicit_run_dir(["kd.temperature=2"]) == (None, False)
 
 
 def test_resume_with_a_changed_setting_is_refused_naming_it(tmp_path: Path) -> None:

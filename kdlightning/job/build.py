@@ -92,7 +92,7 @@ def make_loggers(cfg: DictConfig, stage: str) -> list[Any]:
         if extra is None and "version" in inspect.signature(cls).parameters:
             extra = {"version": stage}
         # _partial_: W&B's extra arguments include "config", a name instantiate() keeps for itself
-        loggers.append(instantiate(lg, _partial_=True)(**(extra or {})))
+        loggers.append(tracking.drop_anonymous(instantiate(lg, _partial_=True)(**(extra or {}))))
     return loggers
 
 

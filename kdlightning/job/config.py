@@ -20,13 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 from kdlightning.distill.functional import check_alpha, check_temperature
 from kdlightning.distill.methods import METHODS, build_method, check_method_name, method_params
 from kdlightning.distill.teacher import cached_feature_message, check_teacher_logits
+from kdlightning.job.errors import ConfigError  # defined there: the command line needs no torch
 
 # Arguments every model builder receives from the data module, never from the config.
 FROM_DATA = ("num_classes", "input_shape")
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key, the value and the fix."""
 
 
 def _number(cfg: DictConfig, key: str, kind: type, low: float | None = None) -> Any:

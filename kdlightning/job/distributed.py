@@ -34,27 +34,31 @@ of several tasks sets no ``WORLD_SIZE``: pass ``hydra.run.dir`` there too.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
 import subprocess
-import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import lightning as L
 import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig
+
+# The re-launch half lives in kdlightning.job.relaunch (no torch: the command-line entry wraps
+# its @hydra.main function with it before the slow imports); its names stay importable here.
+from kdlightning.job.relaunch import (  # noqa: F401
+    JOB_ENV,
+    _adopt_parent_job,
+    _config_flags,
+    relaunch_safe,
+)
 
 log = logging.getLogger(__name__)
 
-JOB_ENV = "KDL_HYDRA_JOB"
 # What Lightning's launcher and process-group set-up write into os.environ of the launching
 # process; left behind, they make the next job of a sweep skip launching its children.
 _LAUNCH_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -200,47 +204,3 @@ def _wait(proc: subprocess.Popen) -> int:
         log.error("DDP child %d still runs after the job ended; killing it", proc.pid)
         proc.kill()
         return proc.wait()
-
-
-# Command-line flags that choose the config itself; a child keeps them from its parent's argv.
-_CONFIG_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
-
-
-def _config_flags(argv: list[str]) -> list[str]:
-    kept, take_next = [], False
-    for arg in argv:
-        if take_next or arg.split("=", 1)[0] in _CONFIG_FLAGS:
-            kept.append(arg)
-            take_next = arg in _CONFIG_FLAGS  # "--config-name x" rather than "--config-name=x"
-        else:
-            take_next = False
-    return kept
-
-
-def _adopt_parent_job() -> None:
-    """In a process Lightning started for a job: run exactly that job (see the module doc)."""
-    raw = os.environ.get(JOB_ENV)
-    if not raw or os.environ.get("LOCAL_RANK", "0") == "0":
-        return
-    job = json.loads(raw)
-    name = f"{job['job_name']}_rank{os.environ['LOCAL_RANK']}"
-    sys.argv[1:] = [
-        *_config_flags(sys.argv[1:]),
-        *job["overrides"],
-        # Quoted: the directory may contain characters Hydra's override grammar reserves.
-        f"hydra.run.dir={json.dumps(job['run_dir'])}",
-        "hydra.output_subdir=null",  # rank 0 already saved .hydra/ for this job
-        f"hydra.job.name={name}",  # its own log file: <job dir>/<name>.log
-    ]
-
-
-def relaunch_safe(entry: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a ``@hydra.main`` function so that a DDP child re-runs its parent's job only."""
-
-    @functools.wraps(entry)
-    def main(cfg: DictConfig | None = None) -> Any:
-        if cfg is None:  # from the command line: python -m, the console script, a DDP child
-            _adopt_parent_job()
-        return entry(cfg)
-
-    return main

@@ -27,30 +27,21 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import signal
-import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from kdlightning.job import claim, tracking
 from kdlightning.job import results as results_io
-from kdlightning.job import tracking
 from kdlightning.job.cache import StageCache
 from kdlightning.job.config import check_config
-from kdlightning.job.distributed import (
-    is_global_zero,
-    job_scope,
-    kill_children,
-    relaunch_safe,
-)
+from kdlightning.job.distributed import is_global_zero, job_scope, kill_children
 from kdlightning.job.resolvers import register_resolvers
 from kdlightning.job.signals import Interrupted, on_signals, signal_of
 from kdlightning.job.stages import Job, baseline_stage, distill_stage, teacher_stage
@@ -64,13 +55,6 @@ warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the st
 TASKS = ("distill", "classify")
 
 register_resolvers()  # conf/hydra/default.yaml names run dirs with ${kdl.run_id:}
-
-
-def _config_dir() -> str:
-    # Inside a wheel the tree is packaged as kdlightning/conf; in a checkout it is ../../conf.
-    package = Path(__file__).resolve().parents[1]
-    packaged = package / "conf"
-    return str(packaged if packaged.is_dir() else package.parent / "conf")
 
 
 def check_task(task: str) -> str:
@@ -94,11 +78,11 @@ def run(cfg: DictConfig, output_dir: Path, trainers: list | None = None) -> dict
     resume = bool(cfg.get("resume", False))
     if is_global_zero():
         # one job per folder (two at once are refused), and never over a finished run's files
-        results_io.claim_run_dir(output_dir, resume)
+        claim.claim_run_dir(output_dir, resume)
     try:
         return _run_claimed(cfg, output_dir, task_name, resume, trainers)
     finally:
-        results_io.release_run_dir(output_dir)
+        claim.release_run_dir(output_dir)
 
 
 def _run_claimed(
@@ -107,7 +91,7 @@ def _run_claimed(
     output_dir.mkdir(parents=True, exist_ok=True)
     if is_global_zero():
         if resume:  # a resumed run keeps its settings, or its results would mix two configs
-            results_io.check_resume_config(output_dir, cfg)
+            claim.check_resume_config(output_dir, cfg)
         if not resume or not (output_dir / "config.yaml").is_file():
             results_io.write_config(output_dir, cfg)  # what kdl-export rebuilds the student from
     with StageCache(cfg, output_dir) as cache:
@@ -180,50 +164,9 @@ def _run_claimed(
     return results
 
 
-def explicit_run_dir(argv: Sequence[str]) -> tuple[Path | None, bool]:
-    """``(hydra.run.dir, resume)`` as given on a single run's command line; ``(None, ...)`` for a
-    multirun or when no folder is named (Hydra's default folder is new: nothing to guard)."""
-    if any(a in ("-m", "--multirun") for a in argv):
-        return None, False
-    run_dir, resume = None, False
-    for arg in argv:
-        key, _, value = arg.partition("=")
-        key, value = key.lstrip("+~"), value.strip().strip("'\"")
-        if key == "hydra.run.dir" and value and "${" not in value:
-            run_dir = Path(value).expanduser()
-        elif key == "resume":
-            resume = value.lower() in ("true", "1", "yes")
-    return run_dir, resume
-
-
-def claim_explicit_run_dir(entry: Callable[..., Any]) -> Callable[..., Any]:
-    """Claim a ``hydra.run.dir=`` folder before Hydra writes its ``.hydra/`` files into it.
-
-    Hydra saves the job's config and overrides into the run folder before the job starts: a
-    re-run refused there would already have replaced a finished run's ``.hydra/`` files (which
-    kdl-report and resume read). The claim (:func:`kdlightning.job.results.claim_run_dir`) is
-    taken here, from the command line, and held for the job; a refusal is one line, exit 2.
-    """
-
-    @functools.wraps(entry)
-    def main(cfg: DictConfig | None = None) -> Any:
-        if cfg is None and "LOCAL_RANK" not in os.environ and is_global_zero():
-            run_dir, resume = explicit_run_dir(sys.argv[1:])
-            if run_dir is not None:
-                try:
-                    results_io.claim_run_dir(run_dir, resume)
-                except (results_io.RunRefused, PermissionError) as err:
-                    print(f"error: {err}", file=sys.stderr)
-                    raise SystemExit(2) from None
-        return entry(cfg)
-
-    return main
-
-
-@relaunch_safe  # a DDP child that Lightning starts runs its parent's job, not a new sweep
-@claim_explicit_run_dir  # hydra.run.dir=<a folder>: claimed before Hydra writes into it
-@hydra.main(version_base="1.3", config_path=_config_dir(), config_name="train")
-def main(cfg: DictConfig) -> float:
+def job(cfg: DictConfig) -> float:
+    """One Hydra job: :func:`run` inside the job's scope (DDP children, signals, failed.json).
+    The command line (``@hydra.main`` in :mod:`kdlightning.job.cli`) checks the config first."""
     output_dir = Path(HydraConfig.get().runtime.output_dir)
 
     # job_scope: DDP children of this job (environment in, clean-up out); on_signals: SIGTERM
@@ -243,7 +186,7 @@ def main(cfg: DictConfig) -> float:
             # jobs of the batch and raises the first failure once they are done).
             signal_name = signal_of(err)
             # a refused job wrote nothing there: the folder keeps its own results and failure
-            if is_global_zero() and not isinstance(err, results_io.RunRefused):
+            if is_global_zero() and not isinstance(err, claim.RunRefused):
                 results_io.mark_failed(output_dir, err, signal_name)
             tracking.finish(exit_code=1)
             if signal_name and not isinstance(err, Interrupted):
@@ -255,7 +198,3 @@ def main(cfg: DictConfig) -> float:
     # validation bits per byte (lower is better: minimize it)
     best = results.get("distilled", results["teacher"])
     return float(best["val/bpb"] if "val/bpb" in best else best["val/acc"])
-
-
-if __name__ == "__main__":
-    main()

@@ -120,6 +120,17 @@ def stage_kwargs(
     }
 
 
+def drop_anonymous(logger: Any) -> Any:
+    """``logger``, with the ``anonymous=None`` Lightning's ``WandbLogger`` always hands to
+    ``wandb.init`` removed: W&B warns that the setting "has no effect" whenever it is given,
+    even as ``None`` (a message about a setting nobody made). Other loggers are returned as is.
+    """
+    init = getattr(logger, "_wandb_init", None)
+    if isinstance(init, dict) and init.get("anonymous") is None:
+        init.pop("anonymous", None)
+    return logger
+
+
 def summarize(loggers: list[Any], metrics: Mapping[str, Any]) -> None:
     """Put a stage's final metrics into the summary of its W&B run(s), if it has any."""
     from lightning.pytorch.loggers import WandbLogger
