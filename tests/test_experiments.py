@@ -15,9 +15,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from kdlightning.distill.hooks import check_paths
-from kdlightning.distill.methods import build_method
 from kdlightning.distill.modules import DistillationModule
 from kdlightning.distill.mutual import MutualLearningModule
+from kdlightning.job.build import build_method
 from kdlightning.job.config import check_config
 from kdlightning.models import cifar_model
 from kdlightning.models.cifar import CIFAR_MODELS
@@ -219,7 +219,7 @@ def test_cifar100_method_experiments_train_a_step(method: str) -> None:
             peer = cifar_model(student_name, 100)
             module = MutualLearningModule([student, peer], cfg.kd.temperature)
         else:
-            method_module = build_method(cfg.kd, teacher, student, (3, 32, 32))
+            method_module = build_method(cfg.kd, teacher, student, (3, 32, 32), num_train=4)
             module = DistillationModule(teacher, student, method=method_module)
         module.train()
         with warnings.catch_warnings():  # self.log outside a Trainer: a warning, no effect

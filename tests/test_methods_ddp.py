@@ -30,13 +30,15 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import CONF_DIR
+from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from kdlightning.data import DigitsDataModule
-from kdlightning.distill.methods import METHODS, build_method
 from kdlightning.distill.modules import DistillationModule
 from kdlightning.distill.mutual import MutualLearningModule
+from kdlightning.job.build import build_method
 from kdlightning.models import SmallCNN
 
 pytestmark = pytest.mark.slow  # two processes; about 1 s per method here (10 s in all)
@@ -48,6 +50,7 @@ SGD = functools.partial(torch.optim.SGD, lr=0.05)
 # term, weight 50, magnifies rounding). Relational terms left per rank differ by 6e-3 (pkt),
 # 9e-3 (dist) and 0.15 (rkd); a wrong data split by far more.
 ATOL = 5e-5
+CONF = CONF_DIR / "kd"
 
 
 class TinyConvNet(nn.Module):
@@ -92,9 +95,14 @@ FEATURES = {
 }
 
 
+#: Every image method: its conf/kd file (the paper's values) with the layers above.
+METHODS = ("kd", "dkd", "dist", "ls_kd", "fitnet", "at", "rkd", "pkt")
+
+
 def _distillation(name: str, module_class: type = DistillationModule) -> L.LightningModule:
     teacher, student = _teacher(), _student()
-    method = build_method({"method": name, **FEATURES.get(name, {})}, teacher, student, (1, 8, 8))
+    kd = OmegaConf.merge(OmegaConf.load(CONF / f"{name}.yaml"), FEATURES.get(name, {}))
+    method = build_method(kd, teacher, student, (1, 8, 8), STEPS * PER_RANK_BATCH * WORLD_SIZE)
     return module_class(teacher, student, optimizer=SGD, method=method)
 
 
