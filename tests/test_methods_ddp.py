@@ -18,7 +18,9 @@ is without ``trainer.sync_batchnorm=true``, which needs GPUs); plain SGD; the sa
 
 The batch-relational terms (DIST, RKD, PKT) are exact because the module gathers their inputs
 across the ranks with gradients (``kdlightning.distill.methods.Method.gather``); the last test shows
-that without the gather RKD's result would differ.
+that without the gather RKD's result would differ. CRD gathers its embeddings and sample indices
+the same way: every rank scores the global batch against the same negatives (a seeded stream) and
+updates its memory banks with every rank's samples, so the banks, too, match one process's.
 """
 
 from __future__ import annotations
@@ -92,11 +94,12 @@ FEATURES = {
     },
     "rkd": {"student_layers": ["head.0"], "teacher_layers": ["head.0"]},
     "pkt": {"student_layers": ["head.0"], "teacher_layers": ["head.0"]},
+    "crd": {"student_layers": ["head.0"], "teacher_layers": ["head.0"]},
 }
 
 
 #: Every image method: its conf/kd file (the paper's values) with the layers above.
-METHODS = ("kd", "dkd", "dist", "ls_kd", "fitnet", "at", "rkd", "pkt")
+METHODS = ("kd", "dkd", "dist", "ls_kd", "fitnet", "at", "rkd", "pkt", "crd")
 
 
 def _distillation(name: str, module_class: type = DistillationModule) -> L.LightningModule:
@@ -147,7 +150,7 @@ def _train(module: L.LightningModule, devices: int, root: Path) -> dict[str, tor
     # (under ddp_fork the loop ran in the children: this process's trainer counted nothing)
     assert devices > 1 or trainer.global_step == STEPS
     return {k: v.detach().clone() for k, v in module.state_dict().items()
-            if not k.startswith("teacher.")}  # fmt: skip
+            if not k.startswith("teacher.") and torch.is_tensor(v)}  # fmt: skip
 
 
 def _max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -164,6 +167,11 @@ def test_two_processes_train_what_one_process_trains(name: str, tmp_path: Path) 
     assert _max_difference(two, one) < ATOL
     if name == "fitnet":  # the connector trained too, and matches
         assert any(k.startswith("method.connectors.0.") for k in two)
+    if name == "crd":  # heads, memory banks (updated from both ranks' samples) and Z match
+        assert {"method.embed_student.weight", "method.bank_student", "method.bank_teacher",
+                "method.normalizers"} <= two.keys()  # fmt: skip
+        moved = two["method.bank_student"] - start["method.bank_student"]
+        assert (moved.abs().sum(dim=1) > 0).all()  # every sample's row, from either rank
 
 
 class PerRankRelations(DistillationModule):

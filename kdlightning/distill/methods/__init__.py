@@ -28,6 +28,7 @@ fitnet ``alpha * KD + (1 - alpha) * CE + beta * hint`` (Romero et al. 2015)
 at     ``... + beta / 2 * sum_layers AT`` (Zagoruyko & Komodakis 2017)
 rkd    ``... + distance_weight * RKD-D + angle_weight * RKD-A`` (Park et al. 2019)
 pkt    ``... + beta * PKT`` (Passalis & Tefas 2018)
+crd    ``... + beta * CRD``, memory banks keyed by sample index (Tian et al. 2020)
 ====== =======================================================================================
 
 Adding a method: a file here with its class (a :class:`Method` or :class:`FeatureMethod`
@@ -43,6 +44,7 @@ from kdlightning.distill.methods.base import (
     MethodOutput,
     no_gather,
 )
+from kdlightning.distill.methods.crd import CRD
 from kdlightning.distill.methods.dist import DIST
 from kdlightning.distill.methods.dkd import DKD
 from kdlightning.distill.methods.fitnet import FitNet
@@ -52,6 +54,7 @@ from kdlightning.distill.methods.pkt import PKT
 from kdlightning.distill.methods.rkd import RKD
 
 __all__ = [
+    "CRD",
     "DIST",
     "DKD",
     "KD",
