@@ -84,6 +84,13 @@ def known_methods() -> tuple[str, ...]:
     return tuple(sorted(p.stem for p in (conf / "kd").glob("*.yaml")))
 
 
+def _unknown_method(method: Any, known: tuple[str, ...]) -> str:
+    return (
+        f"kd.method={method!r} is not a known distillation method; choose one of "
+        f"{', '.join(known)} (kd=<name> picks conf/kd/<name>.yaml)"
+    )
+
+
 #: A placeholder training-split size for the start-up build of a method keyed by sample index
 #: (the data is not read at start-up; the stage builds the method again with the real size).
 PROBE_NUM_TRAIN = 2
@@ -104,10 +111,7 @@ def check_kd(cfg: DictConfig) -> None:
         own = getattr(cls, "name", "")
         if own and own != method:
             if method not in known:
-                raise ConfigError(
-                    f"kd.method={method!r} is not a known distillation method; choose one of "
-                    f"{', '.join(known)} (kd=<name> picks conf/kd/<name>.yaml)"
-                )
+                raise ConfigError(_unknown_method(method, known))
             raise ConfigError(
                 f"kd.method={method} with kd._target_={kd._target_} (the method {own}): pick the "
                 f"method with kd={method}, which sets both"
@@ -121,10 +125,7 @@ def check_kd(cfg: DictConfig) -> None:
             raise ConfigError(str(err)) from None
     else:  # dml and the language-model methods: a temperature, and alpha where they have one
         if method not in known:
-            raise ConfigError(
-                f"kd.method={method!r} is not a known distillation method; choose one of "
-                f"{', '.join(known)} (kd=<name> picks conf/kd/<name>.yaml)"
-            )
+            raise ConfigError(_unknown_method(method, known))
         checks = [("temperature", check_temperature)] + (
             # alpha: null is absent (experiment=cifar100_dml unsets the KD recipe's alpha)
             [("alpha", check_alpha)] if kd.get("alpha") is not None else []
