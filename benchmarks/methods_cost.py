@@ -6,8 +6,9 @@
 
 The setting is the default job's, composed from ``conf/`` as ``python -m kdlightning.train
 kd=<name> student=cnn`` would: teacher=cnn and student=cnn (``SmallCNN``), digits in the job's
-transfer mode (batch 64), the job's optimizer and each ``conf/kd/<name>.yaml``. Every method of
-``kdlightning.distill.methods.build_method`` trains through ``DistillationModule``; ``dml`` through
+transfer mode (batch 64), the job's optimizer and each ``conf/kd/<name>.yaml``. Every method whose
+file names a class of ``kdlightning.distill.methods`` (built by ``kdlightning.job.build.
+build_method``) trains through ``DistillationModule``; ``dml`` through
 ``kdlightning.distill.mutual.MutualLearningModule`` (its cohort of ``kd.num_students`` students, no
 teacher). The teacher keeps its initial weights: training it would change no step's cost.
 
@@ -44,15 +45,22 @@ from torch.utils.data import DataLoader
 
 from kdlightning.data.base import ClassificationDataModule
 from kdlightning.deploy.compare import markdown_table
-from kdlightning.distill.methods import METHODS, build_method
 from kdlightning.distill.modules import DistillationModule
 from kdlightning.distill.mutual import MutualLearningModule, check_num_students
 from kdlightning.distill.teacher import compute_teacher_logits
-from kdlightning.job.build import build_model, optimizer_factories
+from kdlightning.job.build import build_method, build_model, method_class, optimizer_factories
 from kdlightning.job.tasks.image import teacher_logits_mode
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-ALL_METHODS = (*METHODS, "dml")
+#: The table's row order; a method not listed (a new conf/kd file) comes after these.
+ORDER = ("kd", "dkd", "dist", "ls_kd", "fitnet", "at", "rkd", "pkt", "dml")
+#: conf/kd's image-classification methods (their class in kdlightning.distill.methods) and dml
+ALL_METHODS = tuple(sorted(
+    {p.stem for p in (CONF_DIR / "kd").glob("*.yaml")
+     if str(OmegaConf.load(p).get("_target_", "")).startswith("kdlightning.distill.methods.")}
+    | {"dml"},
+    key=lambda m: (ORDER.index(m) if m in ORDER else len(ORDER), m),
+))  # fmt: skip
 SEED = 0
 
 
@@ -128,13 +136,13 @@ def variants_of(
         def build() -> L.LightningModule:
             s = student()
             with torch.random.fork_rng(devices=[]):  # as distill_stage: connectors' init aside
-                m = build_method(cfg.kd, teacher, s, dm.input_shape)
+                m = build_method(cfg.kd, teacher, s, dm.input_shape, len(dm.train_set))
             logits = cached if mode == "cached" else None
             return DistillationModule(teacher, s, method=m, teacher_logits=logits, **factories)
 
         return build
 
-    if METHODS[method]:  # feature methods read the teacher's layers: online only
+    if method_class(cfg.kd).needs_features:  # feature methods read the teacher's layers: online
         return {(method, "online"): module("online")}
     job_mode = teacher_logits_mode(cfg, dm)
     other = "online" if job_mode == "cached" else "cached"

@@ -15,9 +15,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from kdlightning.distill.hooks import check_paths
-from kdlightning.distill.methods import build_method
 from kdlightning.distill.modules import DistillationModule
 from kdlightning.distill.mutual import MutualLearningModule
+from kdlightning.job.build import build_method
 from kdlightning.job.config import check_config
 from kdlightning.models import cifar_model
 from kdlightning.models.cifar import CIFAR_MODELS
@@ -167,7 +167,7 @@ def test_mnist1d_experiment_runs(tmp_path: Path) -> None:
 
 
 # --- one CIFAR-100 experiment per distillation method (conf/experiment/cifar100_<method>.yaml) ---
-CIFAR_METHODS = ("kd", "dkd", "dist", "ls_kd", "fitnet", "at", "rkd", "pkt", "dml")
+CIFAR_METHODS = ("kd", "dkd", "dist", "ls_kd", "fitnet", "at", "rkd", "pkt", "crd", "dml")
 PUBLISHED_PAIRS = (("resnet32x4", "resnet8x4"), ("wrn_40_2", "wrn_16_2"))
 
 
@@ -199,7 +199,7 @@ def test_cifar100_feature_layers_exist_in_every_zoo_model() -> None:
         assert set(table) == set(CIFAR_MODELS), method  # every zoo model has its layers
         for name, paths in table.items():
             check_paths(models[name], list(paths), role=name)
-    for name, model in models.items():  # rkd and pkt: the pooled embedding
+    for name, model in models.items():  # rkd, pkt and crd: the pooled embedding
         check_paths(model, ["pool"], role=name)
 
 
@@ -210,7 +210,8 @@ def test_cifar100_method_experiments_train_a_step(method: str) -> None:
     full job on fake pickles: test_cifar100_experiments_run_a_few_steps_on_fake_pickles)."""
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
     # the pair matters to the feature methods' layers only: the others take the first pair
-    pairs = PUBLISHED_PAIRS if method in ("fitnet", "at", "rkd", "pkt") else PUBLISHED_PAIRS[:1]
+    feature = ("fitnet", "at", "rkd", "pkt", "crd")
+    pairs = PUBLISHED_PAIRS if method in feature else PUBLISHED_PAIRS[:1]
     for teacher_name, student_name in pairs:
         cfg = compose_job([f"experiment=cifar100_{method}", *_pair(teacher_name, student_name)])
         torch.manual_seed(0)
@@ -219,7 +220,7 @@ def test_cifar100_method_experiments_train_a_step(method: str) -> None:
             peer = cifar_model(student_name, 100)
             module = MutualLearningModule([student, peer], cfg.kd.temperature)
         else:
-            method_module = build_method(cfg.kd, teacher, student, (3, 32, 32))
+            method_module = build_method(cfg.kd, teacher, student, (3, 32, 32), num_train=4)
             module = DistillationModule(teacher, student, method=method_module)
         module.train()
         with warnings.catch_warnings():  # self.log outside a Trainer: a warning, no effect

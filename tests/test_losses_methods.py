@@ -1,5 +1,5 @@
 """The functional losses of other KD methods (DKD, DIST, logit standardization, FitNets, AT,
-RKD, PKT) against explicit float64 re-computations written as Python loops over samples,
+RKD, PKT, CRD) against explicit float64 re-computations written as Python loops over samples,
 classes, pairs and triplets, from the papers' definitions (not from the vectorized code)."""
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ from torch import Tensor
 
 from kdlightning.distill.functional import (
     attention_loss,
+    crd_loss,
     dist_loss,
     dkd_loss,
     dkd_warmup,
     hint_loss,
     kd_loss,
+    nce_loss,
     pkt_loss,
     rkd_angle_loss,
     rkd_distance_loss,
@@ -441,6 +443,76 @@ def test_pkt_batch_of_one_is_zero() -> None:
     assert pkt_loss(_randn(35, 1, 4), _randn(36, 1, 8)).item() == pytest.approx(0.0, abs=1e-7)
 
 
+def ref_crd(
+    s: Tensor, t: Tensor, s_bank: Tensor, t_bank: Tensor, index: Tensor, temp: float,
+    z: tuple[float, float] | None, eps: float = 1e-7,
+) -> tuple[float, float, float]:  # fmt: skip
+    """CRD from the paper's eq. 18 (RepDistiller's ContrastLoss), a sample and a row at a time:
+    each anchor against the other side's bank rows ``index[i]`` (its own first), ``P = exp(<row,
+    anchor> / T) / Z``, ``-[log P_0 / (P_0 + K/N) + sum_k log (K/N) / (P_k + K/N)]`` averaged
+    over the batch, the student's and the teacher's terms added; ``Z = N * mean exp`` when not
+    given; ``N`` the banks' rows."""
+    sides = ((s.double().tolist(), t_bank.double().tolist()),
+             (t.double().tolist(), s_bank.double().tolist()))  # fmt: skip
+    rows = index.tolist()
+    total, zs = 0.0, []
+    for side, (anchors, bank) in enumerate(sides):
+        b, k, n = len(anchors), len(rows[0]) - 1, len(bank)
+        scores = [[math.exp(_dot(bank[j], anchors[i]) / temp) for j in rows[i]] for i in range(b)]
+        zs.append(z[side] if z else n * _mean([v for r in scores for v in r]))
+        noise, terms = k / n, []
+        for i in range(b):
+            p = [v / zs[side] for v in scores[i]]
+            negatives = math.fsum(math.log(noise / (pk + noise + eps)) for pk in p[1:])
+            terms.append(math.log(p[0] / (p[0] + noise + eps)) + negatives)
+        total += -math.fsum(terms) / b
+    return total, zs[0], zs[1]
+
+
+def _crd_inputs(seed: int, b: int = 5, k: int = 4, d: int = 3, n: int = 20) -> tuple[Tensor, ...]:
+    s, t = F.normalize(_randn(seed, b, d), dim=1), F.normalize(_randn(seed + 1, b, d), dim=1)
+    s_bank = F.normalize(_randn(seed + 2, n, d), dim=1)
+    t_bank = F.normalize(_randn(seed + 3, n, d), dim=1)
+    index = torch.randint(0, n, (b, k + 1), generator=_gen(seed + 4))
+    return s, t, s_bank, t_bank, index
+
+
+@pytest.mark.parametrize(("temp", "z"), [(0.07, (30.0, 45.0)), (0.5, (9.0, 11.0)), (0.07, None)])
+def test_crd_matches_reference(temp: float, z: tuple[float, float] | None) -> None:
+    inputs = _crd_inputs(60)
+    out = crd_loss(*inputs, temp, None if z is None else torch.tensor(z))
+    want, z_s, z_t = ref_crd(*inputs, temp, z)
+    assert out.loss.dtype == torch.float32
+    assert out.loss.item() == pytest.approx(want, rel=REL)
+    assert out.normalizers.tolist() == pytest.approx([z_s, z_t], rel=REL)
+
+
+def test_crd_estimates_only_the_normalizers_not_yet_set() -> None:
+    inputs = _crd_inputs(61)
+    _, z_s, _ = ref_crd(*inputs, 0.1, None)
+    out = crd_loss(*inputs, 0.1, torch.tensor([-1.0, 7.0]))
+    assert out.normalizers.tolist() == pytest.approx([z_s, 7.0], rel=REL)
+    assert out.loss.item() == pytest.approx(ref_crd(*inputs, 0.1, (z_s, 7.0))[0], rel=REL)
+
+
+def test_crd_gradient_reaches_the_embeddings_not_the_banks() -> None:
+    s, t, s_bank, t_bank, index = _crd_inputs(62)
+    s, t, s_bank, t_bank = (x.requires_grad_(True) for x in (s, t, s_bank, t_bank))
+    out = crd_loss(s, t, s_bank, t_bank, index, 0.07)
+    out.loss.backward()
+    assert not out.normalizers.requires_grad
+    for x in (s, t):
+        assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert s_bank.grad is None and t_bank.grad is None
+
+
+def test_nce_loss_rewards_a_positive_that_stands_out() -> None:
+    flat = torch.full((4, 9), 0.01)
+    peaked = flat.clone()
+    peaked[:, 0] = 10.0  # the positive pair far more probable than noise
+    assert nce_loss(peaked, 100).item() < nce_loss(flat, 100).item()
+
+
 # ---------------------------------------------------------------------------------------------
 # Properties shared by every loss
 # ---------------------------------------------------------------------------------------------
@@ -462,6 +534,8 @@ LOSSES: dict[str, tuple[Callable[[Tensor, Tensor], Tensor], tuple[int, ...], tup
     "rkd_angle": (rkd_angle_loss, (8, 6), (8, 10)),
     "pkt": (pkt_loss, (8, 6), (8, 10)),
 }
+# crd_loss takes bank rows besides the two embeddings: its reference test above, its own checks
+# below.
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
@@ -555,6 +629,17 @@ Y = torch.tensor([0, 1, 2, 3])
         (lambda: pkt_loss(S, T[:3]), r"student_emb and teacher_emb.*batch size"),
         (lambda: pkt_loss(S, T, eps=-1e-7), r"eps"),
         (lambda: pkt_loss(S[:, :0], T), r"student_emb has an empty embedding"),
+        (
+            lambda: crd_loss(*_crd_inputs(0)[:2], *_crd_inputs(0, d=4)[2:], 0.07),
+            r"student_emb must be \(batch, d\).*\(5, 3\).*\(20, 4\)",
+        ),
+        (lambda: crd_loss(*_crd_inputs(0), 0.0), r"temperature must be > 0"),
+        (lambda: crd_loss(*_crd_inputs(0, k=0), 0.07), r"probs.*K >= 1 negatives"),
+        (lambda: crd_loss(*_crd_inputs(0, n=1), 0.07), r"num_data must be >= 2"),
+        (
+            lambda: crd_loss(*_crd_inputs(0)[:4], torch.zeros(3, 5, dtype=torch.long), 0.07),
+            r"contrast_index must be \(batch, 1 \+ K\)",
+        ),
     ],
 )
 def test_bad_arguments_raise_naming_them(call: Callable[[], Tensor], match: str) -> None:

@@ -1,5 +1,6 @@
-"""kdlightning.distill.methods behind ``kd=<method>``: configs, start-up errors, the composition
-of each method's loss, a short training run per method with a frozen teacher, and one whole job."""
+"""kdlightning.distill.methods behind ``kd=<method>``: configs (each names its class), start-up
+errors, the builder (kdlightning.job.build.build_method), the composition of each method's loss,
+a short training run per method with a frozen teacher, and one whole job."""
 
 from __future__ import annotations
 
@@ -20,17 +21,25 @@ from torch.utils.data import DataLoader, TensorDataset
 from kdlightning import DistillationModule
 from kdlightning.data import DigitsDataModule
 from kdlightning.distill.functional import dist_loss, dkd_loss, kd_loss, standardize_logits
-from kdlightning.distill.methods import METHODS, MethodOutput, build_method
+from kdlightning.distill.methods import KD, Method, MethodOutput
+from kdlightning.job.build import build_method, method_class
 from kdlightning.job.cache import cache_key
 from kdlightning.job.config import ConfigError, check_config
 from kdlightning.job.tasks.image import teacher_logits_mode
-
-FEATURE_METHODS = [m for m, features in METHODS.items() if features]
 
 
 def kd_file(method: str, **changes: object) -> DictConfig:
     cfg = OmegaConf.load(CONF_DIR / "kd" / f"{method}.yaml")
     return OmegaConf.merge(cfg, changes)
+
+
+#: The image-classification methods: the conf/kd files whose class is in
+#: kdlightning.distill.methods (a new method's file is picked up here by itself).
+METHODS = sorted(
+    p.stem for p in (CONF_DIR / "kd").glob("*.yaml")
+    if str(OmegaConf.load(p).get("_target_", "")).startswith("kdlightning.distill.methods.")
+)  # fmt: skip
+NUM_TRAIN = 256  # digits_loaders' training split: the size CRD's memory banks are built for
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +58,40 @@ def test_every_kd_file_composes_and_passes_the_checks(method: str) -> None:
     cfg = compose([f"kd={method}", "student=cnn"])
     assert cfg.kd.method == method
     check_config(cfg)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_kd_file_names_its_class_and_holds_every_default(method: str) -> None:
+    """The YAML is the only source of the hyperparameters: every constructor argument that the
+    job does not supply is in the file, and the class has no default for it."""
+    import inspect
+
+    kd = kd_file(method)
+    cls = method_class(kd)
+    assert issubclass(cls, Method) and cls.name == method == kd.method
+    for key, param in inspect.signature(cls).parameters.items():
+        if key in ("teacher", "student", "input_shape", "num_train"):
+            continue
+        assert key in kd, f"conf/kd/{method}.yaml lacks {key}"
+        assert param.default is inspect.Parameter.empty, f"{cls.__name__}({key}=...) has a default"
+
+
+def test_the_builder_sets_aside_the_job_keys_and_names_bad_keys() -> None:
+    method = build_method(kd_file("kd", temperature=3.0, teacher_logits="cached"))
+    assert isinstance(method, KD) and method.temperature == 3.0 and method.kd_weight == 0.5
+    with pytest.raises(ValueError, match=r"^kd\.alpha=2: alpha must lie in \[0, 1\]"):
+        build_method(kd_file("kd", alpha=2))
+    with pytest.raises(ValueError, match=r"kd\.gamma is not a setting of kd=kd \(KD takes: "):
+        build_method(kd_file("kd", gamma=1.0))
+    without = kd_file("dkd")
+    del without["beta"]
+    with pytest.raises(ValueError, match=r"kd.method=dkd needs kd.beta; set kd.beta=\.\.\."):
+        build_method(without)
+    with pytest.raises(ValueError, match=r"no kd\._target_"):
+        build_method({"method": "kd", "temperature": 2.0, "alpha": 0.5})
+    # the class's own error, outside the job: the argument's name without "kd."
+    with pytest.raises(ValueError, match=r"^temperature=0: temperature must be a finite"):
+        KD(temperature=0, alpha=0.5, standardize=False)
 
 
 def test_the_default_is_vanilla_kd_with_the_chosen_values() -> None:
@@ -164,6 +207,8 @@ def test_feature_methods_are_built_from_the_layer_shapes(models_cfg: DictConfig)
     assert at.student_layers == ("features.3", "features.7") and not list(at.parameters())
     with pytest.raises(ValueError, match="build it with the teacher"):
         build_method(kd_file("pkt"))
+    with pytest.raises(ValueError, match="build it with num_train"):
+        build_method(kd_file("crd"), teacher, student, (1, 8, 8))
 
 
 # --- a short training run per method -------------------------------------------------------------
@@ -201,7 +246,7 @@ def test_each_method_trains_the_student_and_leaves_the_teacher_alone(
     teacher, student = build(models_cfg, "teacher"), build(models_cfg, "student")
     kd = kd_file(method, warmup_epochs=0) if method == "dkd" else kd_file(method)
     module = DistillationModule(
-        teacher, student, method=build_method(kd, teacher, student, (1, 8, 8)),
+        teacher, student, method=build_method(kd, teacher, student, (1, 8, 8), NUM_TRAIN),
         optimizer=functools.partial(torch.optim.AdamW, lr=3e-3),
     )  # fmt: skip
     train_dl, val_dl = digits_loaders()
@@ -212,7 +257,10 @@ def test_each_method_trains_the_student_and_leaves_the_teacher_alone(
         limit_val_batches=1, callbacks=[steps],
     )  # fmt: skip
     trainer.fit(module, train_dl, val_dl)
-    first, last = sum(steps.losses[:4]) / 4, sum(steps.losses[-4:]) / 4
+    # CRD: from the second epoch on (8 steps of 32 of the 256 samples), when every row of its
+    # memory banks holds an embedding instead of its random start, its loss has something to fall to
+    start = 8 if method == "crd" else 0
+    first, last = sum(steps.losses[start : start + 4]) / 4, sum(steps.losses[-4:]) / 4
     assert len(steps.losses) == 24 and last < first, f"{method}: loss {first:.4f} -> {last:.4f}"
     for key, value in teacher.state_dict().items():  # bit-identical, BatchNorm buffers included
         assert torch.equal(value, teacher_before[key]), f"teacher {key} moved under {method}"
@@ -234,7 +282,7 @@ def test_each_method_trains_the_student_and_leaves_the_teacher_alone(
     method_keys = {k for k in keys if k.startswith("method.")}
     assert keys - method_keys == {f"student.{k}" for k in student.state_dict()}
     assert method_keys == {f"method.{k}" for k in module.method.state_dict()}
-    assert bool(method_keys) == (method == "fitnet")
+    assert bool(method_keys) == (method in ("fitnet", "crd"))  # connectors; heads and banks
 
 
 def test_a_checkpoint_reloads_the_connectors(models_cfg: DictConfig, tmp_path: Path) -> None:

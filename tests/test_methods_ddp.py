@@ -18,7 +18,9 @@ is without ``trainer.sync_batchnorm=true``, which needs GPUs); plain SGD; the sa
 
 The batch-relational terms (DIST, RKD, PKT) are exact because the module gathers their inputs
 across the ranks with gradients (``kdlightning.distill.methods.Method.gather``); the last test shows
-that without the gather RKD's result would differ.
+that without the gather RKD's result would differ. CRD gathers its embeddings and sample indices
+the same way: every rank scores the global batch against the same negatives (a seeded stream) and
+updates its memory banks with every rank's samples, so the banks, too, match one process's.
 """
 
 from __future__ import annotations
@@ -30,13 +32,15 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import CONF_DIR
+from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from kdlightning.data import DigitsDataModule
-from kdlightning.distill.methods import METHODS, build_method
 from kdlightning.distill.modules import DistillationModule
 from kdlightning.distill.mutual import MutualLearningModule
+from kdlightning.job.build import build_method
 from kdlightning.models import SmallCNN
 
 pytestmark = pytest.mark.slow  # two processes; about 1 s per method here (10 s in all)
@@ -48,6 +52,7 @@ SGD = functools.partial(torch.optim.SGD, lr=0.05)
 # term, weight 50, magnifies rounding). Relational terms left per rank differ by 6e-3 (pkt),
 # 9e-3 (dist) and 0.15 (rkd); a wrong data split by far more.
 ATOL = 5e-5
+CONF = CONF_DIR / "kd"
 
 
 class TinyConvNet(nn.Module):
@@ -89,12 +94,18 @@ FEATURES = {
     },
     "rkd": {"student_layers": ["head.0"], "teacher_layers": ["head.0"]},
     "pkt": {"student_layers": ["head.0"], "teacher_layers": ["head.0"]},
+    "crd": {"student_layers": ["head.0"], "teacher_layers": ["head.0"]},
 }
+
+
+#: Every image method: its conf/kd file (the paper's values) with the layers above.
+METHODS = ("kd", "dkd", "dist", "ls_kd", "fitnet", "at", "rkd", "pkt", "crd")
 
 
 def _distillation(name: str, module_class: type = DistillationModule) -> L.LightningModule:
     teacher, student = _teacher(), _student()
-    method = build_method({"method": name, **FEATURES.get(name, {})}, teacher, student, (1, 8, 8))
+    kd = OmegaConf.merge(OmegaConf.load(CONF / f"{name}.yaml"), FEATURES.get(name, {}))
+    method = build_method(kd, teacher, student, (1, 8, 8), STEPS * PER_RANK_BATCH * WORLD_SIZE)
     return module_class(teacher, student, optimizer=SGD, method=method)
 
 
@@ -139,7 +150,7 @@ def _train(module: L.LightningModule, devices: int, root: Path) -> dict[str, tor
     # (under ddp_fork the loop ran in the children: this process's trainer counted nothing)
     assert devices > 1 or trainer.global_step == STEPS
     return {k: v.detach().clone() for k, v in module.state_dict().items()
-            if not k.startswith("teacher.")}  # fmt: skip
+            if not k.startswith("teacher.") and torch.is_tensor(v)}  # fmt: skip
 
 
 def _max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -156,6 +167,11 @@ def test_two_processes_train_what_one_process_trains(name: str, tmp_path: Path) 
     assert _max_difference(two, one) < ATOL
     if name == "fitnet":  # the connector trained too, and matches
         assert any(k.startswith("method.connectors.0.") for k in two)
+    if name == "crd":  # heads, memory banks (updated from both ranks' samples) and Z match
+        assert {"method.embed_student.weight", "method.bank_student", "method.bank_teacher",
+                "method.normalizers"} <= two.keys()  # fmt: skip
+        moved = two["method.bank_student"] - start["method.bank_student"]
+        assert (moved.abs().sum(dim=1) > 0).all()  # every sample's row, from either rank
 
 
 class PerRankRelations(DistillationModule):

@@ -9,9 +9,10 @@ The math lives in ``kdlightning.distill.functional``; this file only wires it to
     module.student  # the plain nn.Module to deploy
 
     # another method (kdlightning.distill.methods): DKD, DIST, FitNets, attention transfer, ...
-    from kdlightning.distill.methods import build_method
-    method = build_method({"method": "at", "student_layers": ["features.3"],
-                           "teacher_layers": ["features.3"]}, teacher, student, (1, 8, 8))
+    from kdlightning.distill.methods import AttentionTransfer
+    method = AttentionTransfer(temperature=2.0, alpha=0.0, beta=1000.0, p=2.0,
+                               student_layers=["features.3"], teacher_layers=["features.3"],
+                               teacher=teacher, student=student, input_shape=(1, 8, 8))
     module = DistillationModule(teacher, student, method=method)
 
 Metric keys are ``split/name``: ``train/loss``, ``val/acc``, ``test/teacher_acc``, ...
@@ -307,8 +308,8 @@ class DistillationModule(FrozenTeacher, SupervisedModule):
 
     ``loss = alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)``
     (see ``kdlightning.distill.functional``) unless ``method`` (a
-    :class:`kdlightning.distill.methods.Method`, from
-    ``build_method``) says otherwise: ``temperature`` and ``alpha`` are then unused and
+    :class:`kdlightning.distill.methods.Method`; the job builds it from ``conf/kd/<name>.yaml``)
+    says otherwise: ``temperature`` and ``alpha`` are then unused and
     ``val/kd_loss`` is the KD loss at the method's temperature. A method's own parameters
     (FitNets' connectors) are trained with the student and saved in its checkpoints
     (``method.*``); a feature method's layers are captured by forward hooks on the training
@@ -353,9 +354,8 @@ class DistillationModule(FrozenTeacher, SupervisedModule):
             raise ValueError("teacher and student must be two different modules")
         self.alpha = check_alpha(alpha)
         if method is None:
-            method = KD(
-                check_temperature(temperature), kd_weight=self.alpha, ce_weight=1 - self.alpha
-            )
+            method = KD(temperature=check_temperature(temperature), alpha=self.alpha,
+                        standardize=False)  # fmt: skip
         if method.needs_features and teacher_logits:
             raise ValueError(
                 f"kd.method={method.name} reads the teacher's intermediate features, which cached "
@@ -462,7 +462,9 @@ class DistillationModule(FrozenTeacher, SupervisedModule):
         else:
             t_logits = self._teacher_for(batch, "train")
             s_logits, s_feats, t_feats = self.student(x), [], []
-        out = self.method(s_logits, t_logits, y, s_feats, t_feats, epoch=self.current_epoch)
+        index = batch[2] if len(batch) > 2 else None  # for methods that key state by sample
+        out = self.method(s_logits, t_logits, y, s_feats, t_feats, epoch=self.current_epoch,
+                          index=index)  # fmt: skip
         self.log_train({"loss": out.loss, **out.terms}, y.shape[0])
         self.train_acc.update(s_logits, y)
         return out.loss

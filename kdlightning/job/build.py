@@ -1,8 +1,10 @@
-"""Builders: turn parts of the composed Hydra config into objects (models, optimizers, trainers).
+"""Builders: turn parts of the composed Hydra config into objects (models, methods, optimizers,
+trainers).
 
-    from kdlightning.job.build import build_model, make_trainer, optimizer_factories
+    from kdlightning.job.build import build_method, build_model, make_trainer, optimizer_factories
     student = build_model(cfg.student.model, dm, "student")
     module = ClassifierModule(student, num_classes=dm.num_classes, **optimizer_factories(cfg))
+    method = build_method(cfg.kd, teacher, student, dm.input_shape, num_train=len(dm.train_set))
     trainer = make_trainer(cfg, "baseline", output_dir)
 
 Nothing here trains; ``kdlightning.job.stages`` composes these into the job's stages. Loggers and
@@ -13,6 +15,7 @@ logger or callback works); the only per-class policy, W&B's, lives in ``kdlightn
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from kdlightning.data.base import ClassificationDataModule
+from kdlightning.distill.methods import ArgumentError, Method
 from kdlightning.job import tracking
 from kdlightning.models.utils import check_model_output
 
@@ -48,6 +52,84 @@ def build_model(model_cfg: DictConfig, dm: ClassificationDataModule, role: str) 
         ) from err
     check_model_output(model, dm.num_classes, dm.input_shape, role)
     return model
+
+
+#: kd.* keys the job reads itself: what the method is called (reports, cache keys, results) and
+#: where the teacher's outputs come from. The builder sets them aside.
+JOB_KEYS = ("method", "teacher_logits", "verify_cached_logits")
+#: What the job supplies to a method whose constructor declares it (never from the config).
+FROM_JOB = ("teacher", "student", "input_shape", "num_train")
+
+
+def method_class(kd_cfg: Mapping[str, Any]) -> type:
+    """The class ``kd._target_`` names; ``ValueError`` when absent or not importable."""
+    name = kd_cfg.get("method", "kd")
+    target = kd_cfg.get("_target_")
+    if not target:
+        raise ValueError(
+            f"kd.method={name} has no kd._target_ (the method's class); pick a method with "
+            "kd=<name> (conf/kd/<name>.yaml names its class)"
+        )
+    try:
+        return get_class(str(target))
+    except Exception as err:
+        raise ValueError(f"kd._target_={target!r} is not an importable class: {err}") from None
+
+
+def method_needs(kd_cfg: Mapping[str, Any]) -> tuple[str, ...]:
+    """What the method's constructor takes from the job (:data:`FROM_JOB`), e.g. the models."""
+    params = inspect.signature(method_class(kd_cfg)).parameters
+    return tuple(k for k in FROM_JOB if k in params)
+
+
+def build_method(
+    kd_cfg: Mapping[str, Any],
+    teacher: nn.Module | None = None,
+    student: nn.Module | None = None,
+    input_shape: Sequence[int] | None = None,
+    num_train: int | None = None,
+) -> Method:
+    """The method ``kd._target_`` names, built with the other ``kd.*`` keys (but
+    :data:`JOB_KEYS`) as its keyword arguments; its constructor checks them.
+
+    ``teacher``, ``student``, ``input_shape`` (feature methods: their layers are probed with one
+    dummy forward, so a wrong path fails here) and ``num_train`` (the training split's size, for
+    a method keyed by sample index) are passed to the classes whose constructor declares them.
+    A bad value raises ``ValueError`` naming its key: ``kd.alpha=2: alpha must lie in [0, 1]``.
+    """
+    cls = method_class(kd_cfg)
+    name = kd_cfg.get("method", "kd")
+    params = inspect.signature(cls).parameters
+    given = {"teacher": teacher, "student": student, "input_shape": input_shape,
+             "num_train": num_train}  # fmt: skip
+    extra = {k: v for k, v in given.items() if k in params}
+    if any(extra.get(k, 0) is None for k in ("teacher", "student", "input_shape")):
+        raise ValueError(f"kd.method={name} reads features: build it with the teacher, the "
+                         "student and the data's input_shape")  # fmt: skip
+    if extra.get("num_train", 0) is None:
+        raise ValueError(f"kd.method={name} keys its state by sample index: build it with "
+                         "num_train (the training split's size)")  # fmt: skip
+    keys = [str(k) for k in kd_cfg if k not in JOB_KEYS and k != "_target_"]
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    valid = [k for k in params if k not in FROM_JOB]
+    unknown = [k for k in keys if k not in params or k in FROM_JOB]
+    if unknown and not takes_any:
+        raise ValueError(
+            f"kd.{unknown[0]} is not a setting of kd={name} ({cls.__name__} takes: "
+            f"{', '.join(valid)}); fix the name or remove it"
+        )
+    for key, p in params.items():
+        required = p.default is inspect.Parameter.empty and p.kind in (
+            inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)  # fmt: skip
+        if required and key not in keys and key not in extra:
+            raise ValueError(f"kd.method={name} needs kd.{key}; set kd.{key}=...")
+    try:
+        # _partial_: the models go to the constructor as they are (no config copy of them)
+        factory = instantiate({k: kd_cfg[k] for k in ("_target_", *keys)}, _partial_=True,
+                              _convert_="all")  # fmt: skip
+        return factory(**extra)
+    except ArgumentError as err:
+        raise ValueError(err.named(f"kd.{err.key}")) from None
 
 
 def optimizer_factories(cfg: DictConfig) -> dict[str, Any]:

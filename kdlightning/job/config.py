@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import inspect
 import math
+from pathlib import Path
 from typing import Any
 
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from kdlightning.distill.functional import check_alpha, check_temperature
-from kdlightning.distill.methods import METHODS, build_method, check_method_name, method_params
 from kdlightning.distill.teacher import cached_feature_message, check_teacher_logits
+from kdlightning.job.build import build_method, method_class, method_needs
 from kdlightning.job.errors import ConfigError  # defined there: the command line needs no torch
 
 # Arguments every model builder receives from the data module, never from the config.
@@ -73,30 +74,55 @@ def check_model_keys(cfg: DictConfig, role: str) -> None:
 
 
 def known_methods() -> tuple[str, ...]:
-    """Every ``kd.method`` a job can run: ``kdlightning.distill.methods``' own, deep mutual learning
-    (``kdlightning.distill.mutual``) and the language-model methods (``kdlightning.lm``)."""
-    from kdlightning.lm.losses import LM_METHODS  # pure functions: a cheap import
+    """Every ``kd.method`` a job can run: the options of the ``kd`` config group
+    (``conf/kd/<name>.yaml``; ``kd=<name>`` picks one)."""
+    package = Path(__file__).resolve().parents[1]
+    conf = package / "conf" if (package / "conf").is_dir() else package.parent / "conf"
+    return tuple(sorted(p.stem for p in (conf / "kd").glob("*.yaml")))
 
-    return (*METHODS, "dml", *LM_METHODS)
+
+def _unknown_method(method: Any, known: tuple[str, ...]) -> str:
+    return (
+        f"kd.method={method!r} is not a known distillation method; choose one of "
+        f"{', '.join(known)} (kd=<name> picks conf/kd/<name>.yaml)"
+    )
+
+
+#: A placeholder training-split size for the start-up build of a method keyed by sample index
+#: (the data is not read at start-up; the stage builds the method again with the real size).
+PROBE_NUM_TRAIN = 2
 
 
 def check_kd(cfg: DictConfig) -> None:
-    """``kd.method`` is known and its hyperparameters are valid; cached teacher logits are not
-    asked of a feature method."""
+    """``kd.method`` is known and names ``kd._target_``'s class, a method that reads features is
+    not given cached teacher logits, and a method that needs no models is built once (its
+    constructor checks its hyperparameters; :func:`check_feature_layers` builds the others)."""
     kd = cfg.kd
     method = kd.get("method", "kd")
-    try:
-        check_method_name(method, known_methods())
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    if method in METHODS:
+    known = known_methods()
+    if "_target_" in kd:
         try:
-            method_params(kd)
+            cls = method_class(kd)
         except ValueError as err:
             raise ConfigError(str(err)) from None
-        if METHODS[method] and kd.get("teacher_logits", "online") == "cached":
+        own = getattr(cls, "name", "")
+        if own and own != method:
+            if method not in known:
+                raise ConfigError(_unknown_method(method, known))
+            raise ConfigError(
+                f"kd.method={method} with kd._target_={kd._target_} (the method {own}): pick the "
+                f"method with kd={method}, which sets both"
+            )
+        if getattr(cls, "needs_features", False) and kd.get("teacher_logits") == "cached":
             raise ConfigError(cached_feature_message(method))
+        try:
+            if not {"teacher", "student", "input_shape"} & set(method_needs(kd)):
+                build_method(kd, num_train=PROBE_NUM_TRAIN)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     else:  # dml and the language-model methods: a temperature, and alpha where they have one
+        if method not in known:
+            raise ConfigError(_unknown_method(method, known))
         checks = [("temperature", check_temperature)] + (
             # alpha: null is absent (experiment=cifar100_dml unsets the KD recipe's alpha)
             [("alpha", check_alpha)] if kd.get("alpha") is not None else []
@@ -122,14 +148,15 @@ def check_kd(cfg: DictConfig) -> None:
 
 
 def check_feature_layers(cfg: DictConfig) -> None:
-    """For a feature method: build the teacher and the student (untrained, CPU) for the data
-    and probe ``kd.student_layers`` / ``kd.teacher_layers`` with one dummy forward, so that a
-    wrong module path or shapes no connector bridges stop the job before the teacher trains.
+    """For a method that reads features: build the teacher and the student (untrained, CPU) for
+    the data and build the method with them, which probes ``kd.student_layers`` /
+    ``kd.teacher_layers`` with one dummy forward, so that a wrong module path or shapes no
+    connector bridges stop the job before the teacher trains.
 
     Only the method's own errors are raised here: a model or data config that cannot be built
     is left to the stages, which report it with their own messages.
     """
-    if not METHODS.get(cfg.kd.get("method", "kd")):
+    if "_target_" not in cfg.kd or not {"teacher", "student"} & set(method_needs(cfg.kd)):
         return
     try:
         dm = instantiate(cfg.data)  # constructors read no data: shapes are class facts
@@ -145,7 +172,7 @@ def check_feature_layers(cfg: DictConfig) -> None:
     except Exception:
         return
     try:
-        build_method(cfg.kd, models["teacher"], models["student"], shape)
+        build_method(cfg.kd, models["teacher"], models["student"], shape, PROBE_NUM_TRAIN)
     except ValueError as err:
         raise ConfigError(str(err)) from None
 

@@ -23,7 +23,6 @@ from torch import Tensor, nn
 
 from kdlightning.deploy.measure import benchmark_settings, measure_costs
 from kdlightning.distill.functional import check_temperature
-from kdlightning.distill.methods import build_method
 from kdlightning.distill.modules import ClassifierModule, DistillationModule
 from kdlightning.distill.mutual import MutualLearningModule, check_num_students
 from kdlightning.distill.teacher import (
@@ -34,7 +33,7 @@ from kdlightning.distill.teacher import (
 from kdlightning.figures import write_figures
 from kdlightning.job import results as results_io
 from kdlightning.job import tracking
-from kdlightning.job.build import build_model, optimizer_factories
+from kdlightning.job.build import build_method, build_model, optimizer_factories
 from kdlightning.job.cache import logits_key_inputs
 from kdlightning.job.tasks.base import Distiller, Job, Task
 from kdlightning.lm.losses import LM_METHODS
@@ -144,7 +143,8 @@ class ImageTask(Task):
         # connector must not move the global random state, so the student's dropout masks stay
         # the baseline's. Feature methods read the teacher's layers: never cached logits then.
         with torch.random.fork_rng(devices=[]):
-            method = build_method(cfg.kd, job.teacher, student, dm.input_shape)
+            method = build_method(cfg.kd, job.teacher, student, dm.input_shape,
+                                  num_train=len(dm.indexed("train")))  # fmt: skip
         mode = teacher_logits_mode(cfg, dm, method.needs_features)
         logits, logits_info = (None, {"mode": "online"})
         if mode == "cached":
