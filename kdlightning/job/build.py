@@ -30,6 +30,7 @@ from torch import nn
 from kdlightning.data.base import ClassificationDataModule
 from kdlightning.distill.methods import ArgumentError, Method
 from kdlightning.job import tracking
+from kdlightning.job.keys import KD_JOB_KEYS
 from kdlightning.models.utils import check_model_output
 
 
@@ -56,7 +57,7 @@ def build_model(model_cfg: DictConfig, dm: ClassificationDataModule, role: str) 
 
 #: kd.* keys the job reads itself: what the method is called (reports, cache keys, results) and
 #: where the teacher's outputs come from. The builder sets them aside.
-JOB_KEYS = ("method", "teacher_logits", "verify_cached_logits")
+JOB_KEYS = KD_JOB_KEYS
 #: What the job supplies to a method whose constructor declares it (never from the config).
 FROM_JOB = ("teacher", "student", "input_shape", "num_train")
 

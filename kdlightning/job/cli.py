@@ -93,7 +93,7 @@ def task(cfg: DictConfig) -> float:
         progress.quiet()
         from kdlightning.job import run  # torch, Lightning: the slow imports
 
-        check_target_keys(cfg, added, skip=("kd",))
+        check_target_keys(cfg, added)
         check_data_files(cfg)
     except Exception as err:
         if errors.user_error(err) is None:

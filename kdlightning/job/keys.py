@@ -140,7 +140,10 @@ def check_added_keys(
         if new is None:
             continue  # ++key= on a key the YAML files define: a plain change
         parent = _parent(cfg, new)
-        if isinstance(parent, DictConfig) and "_target_" in parent:
+        # under a _target_ node a key may be an argument the YAML leaves at its default: its
+        # signature decides (check_target_keys). Not under kd: a method's YAML holds every
+        # argument its class takes (no defaults in the constructors), so a new key is a typo.
+        if isinstance(parent, DictConfig) and "_target_" in parent and new.split(".")[0] != "kd":
             continue
         siblings = [str(k) for k in parent] if isinstance(parent, DictConfig) else []
         raise not_a_setting(new, siblings)
@@ -180,6 +183,11 @@ def signature_of(target: str) -> inspect.Signature | None:
         return None
 
 
+#: Keys of ``kd`` the job reads and the method's class does not take (the builder sets them
+#: aside: :func:`kdlightning.job.build.build_method`).
+KD_JOB_KEYS = ("method", "teacher_logits", "verify_cached_logits")
+
+
 def check_target_keys(cfg: DictConfig, added: Iterable[str] = (), skip: Iterable[str] = ()) -> None:
     """Refuse keys a ``_target_`` node holds that its target takes no argument for (a typo
     from the command line or a YAML file would make instantiate() fail with a traceback), and
@@ -203,6 +211,8 @@ def check_target_keys(cfg: DictConfig, added: Iterable[str] = (), skip: Iterable
             keys = [str(k) for k in node if f"{path}.{k}" in added]
         else:
             keys = [str(k) for k in node if not str(k).startswith("_")]
+        if path == "kd":  # the method's class: the job's own kd keys are set aside for it
+            keys = [k for k in keys if k not in KD_JOB_KEYS]
         for key in keys:
             if key not in params and key not in _HYDRA_KEYS:
                 raise not_a_setting(f"{path}.{key}", taken, str(node._target_))
