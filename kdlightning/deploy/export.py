@@ -449,7 +449,8 @@ def _summary(report: dict[str, Any]) -> str:
     if spec.get("values"):
         low_high = spec.get("value_range")
         span = f", values {low_high[0]:g}-{low_high[1]:g}" if low_high else ""
-        text += (f"\ninput {spec['name']!r}: {spec['dtype']} {tuple(spec['shape'])}{span} "
+        shape = "(" + ", ".join(str(d) for d in spec["shape"]) + ")"
+        text += (f"\ninput {spec['name']!r}: {spec['dtype']} {shape}{span} "
                  f"({spec['values']}); output {OUTPUT_NAME!r}: one logit per class")  # fmt: skip
     return text
 

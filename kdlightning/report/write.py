@@ -1,8 +1,8 @@
 """Write the report files into the multirun folder: CSV, Markdown, the heatmap and JSON.
 
 from kdlightning.report import write_report, write_by_role
-summary = write_report("logs/multiruns/<date>")    # report.{csv,md,json}, heatmap, ...
-print(write_by_role("logs/multiruns/<date>"))      # report_by_role.md, returned as text
+summary = write_report("logs/distill/multiruns/<date>_<time>_<id>")  # report.{csv,md,json}, ...
+print(write_by_role("logs/distill/multiruns/<date>_<time>_<id>"))    # report_by_role.md, as text
 """
 
 from __future__ import annotations
