@@ -308,3 +308,41 @@ def test_a_cli_run_without_config_yaml_is_read_from_its_hydra_folder(tmp_path: P
     (hydra / "hydra.yaml").write_text("hydra:\n  runtime:\n    cwd: /somewhere\n")
     cfg = load_config(tmp_path)
     assert cfg.seed == 3 and cfg.paths.data_dir == "/somewhere/data" and "hydra" not in cfg
+
+
+def test_each_data_module_gives_back_the_stored_values_and_their_normalization(
+    tmp_path: Path,
+) -> None:
+    """RawInput: to_raw inverts each module's normalization exactly (the stored integers), and
+    the normalizer (what the exported graph applies) maps them back to the model inputs."""
+    from fake_files import write_cifar, write_idx_dataset
+
+    from kdlightning.data import (
+        CIFAR10DataModule,
+        DigitsDataModule,
+        FashionMNISTDataModule,
+        MNIST1DDataModule,
+    )
+
+    arrays = write_idx_dataset(tmp_path / "FashionMNIST" / "raw", n_train=30, n_test=10)
+    write_cifar(tmp_path, "cifar-10", n_train=50, n_test=20)
+    cases = {
+        "digits": (DigitsDataModule(), None),
+        "fashion": (FashionMNISTDataModule(str(tmp_path), val_size=5, system_dir=None),
+                    arrays["t10k-images-idx3-ubyte"][:, None].astype(np.float32)),
+        "cifar": (CIFAR10DataModule(str(tmp_path), val_size=10, check_md5=False, num_workers=0),
+                  None),
+        "mnist1d": (MNIST1DDataModule(num_samples=200, val_size=20), None),
+    }  # fmt: skip
+    for name, (dm, stored) in cases.items():
+        x = split_inputs(dm, None)
+        spec = dm.raw_input()
+        raw = spec.to_raw(x)
+        if stored is not None:
+            np.testing.assert_array_equal(raw.numpy(), stored)  # the idx file's bytes
+        if spec.integer:
+            low, high = spec.value_range
+            assert raw.min() >= low and raw.max() <= high and bool((raw == raw.round()).all())
+        else:
+            assert spec.is_identity and raw is x, name
+        torch.testing.assert_close(spec.normalizer()(raw), x, atol=1e-6, rtol=0, msg=name)
