@@ -16,9 +16,9 @@ the docs is covered without touching this file. Each one either
   ...) or when :data:`RUN_ELSEWHERE` names the test that runs it;
 - or is a **template** listed in :data:`TEMPLATES` (a part to fill in by hand).
 
-Pages are run in two checkouts side by side (one process each, the pages' commands
-in order), so that a sweep and its report share one. ``test_every_documented_command_is_
-accounted_for`` needs no process: a stale entry in the lists above fails it.
+The pages run in two checkouts side by side (one process each, each page's commands in order,
+so that a sweep and its report share a checkout). The accounting test needs no process: a
+stale entry in the lists below, or a torchrun command neither marked nor listed, fails it.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ TEMPLATES = {
 }  # fmt: skip
 #: Pages run in a checkout of their own (the others share one), side by side.
 CHECKOUTS = {"docs/sweeps_and_wandb.md": "sweeps"}
-TIMEOUT = 900
+TIMEOUT = 540  # under pytest-timeout's 600 s: a hung command is reported with its output
 
 
 def _sweep_values(arg: str) -> tuple[str, list[str]] | None:
@@ -238,9 +238,19 @@ def test_every_documented_command_runs_as_written(tmp_path: Path) -> None:
         procs[name] = (root, work, _start(root, steps, work))
     outputs = {}
     try:
-        for name, (_, _, proc) in procs.items():
+        for name, (_, work, proc) in procs.items():
             left = TIMEOUT - (time.perf_counter() - started)
-            outputs[name] = proc.communicate(timeout=max(left, 1))[0]
+            try:
+                outputs[name] = proc.communicate(timeout=max(left, 1))[0]
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                done = proc.communicate()[0]
+                logs = sorted((work / "results-logs").glob("*.log"))
+                last = logs[-1].read_text()[-4000:] if logs else ""
+                raise AssertionError(
+                    f"the {name} runner took over {TIMEOUT} s; done so far:\n{done[-3000:]}\n"
+                    f"--- the command it was running ---\n{last}"
+                ) from None
     finally:
         for _, _, proc in procs.values():
             if proc.poll() is None:
