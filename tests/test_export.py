@@ -35,7 +35,9 @@ from kdlightning.models import MLP
 def onnx_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real tiny main job (debug=fast, no baseline) with export=onnx at its end."""
     root = tmp_path_factory.mktemp("export")
-    _, out = run_job(root, "export=onnx", "baseline=false", name="job")
+    # the whole test split: its accuracy is what the ONNX file must reproduce on raw digits
+    _, out = run_job(root, "export=onnx", "baseline=false", "trainer.limit_test_batches=1.0",
+                     name="job")  # fmt: skip
     return out
 
 
@@ -80,7 +82,10 @@ def test_exported_files_run_without_kdlightning_and_match_the_student(
     assert report["versions"]["onnxruntime"] and report["formats"]["onnx"]["opset"] == 18
     run = load_run(run_dir)
     x = split_inputs(run.dm, max_samples=None)
-    np.save(tmp_path / "x.npy", x.numpy())
+    # the files take the digits as stored (0-16): the data module's normalization is inside
+    raw = run.dm.raw_input().to_raw(x)
+    assert raw.min() == 0 and raw.max() == 16 and bool((raw == raw.round()).all())
+    np.save(tmp_path / "x.npy", raw.numpy())
     with torch.no_grad():
         expected = run.student(x).numpy()
     # A process in which kdlightning and Lightning cannot be imported at all.
@@ -104,6 +109,94 @@ def test_exported_files_run_without_kdlightning_and_match_the_student(
         assert got.shape == expected.shape == (270, 10)
         assert np.abs(got - expected).max() < 1e-4, name
         assert (got.argmax(1) == expected.argmax(1)).all(), name
+
+
+def test_the_onnx_file_takes_raw_digits_and_reproduces_the_test_accuracy(
+    onnx_run: Path, tmp_path: Path
+) -> None:
+    """student.onnx fed sklearn's load_digits values (0-16) as they come, in a process where
+    kdlightning cannot be imported: the same test accuracy as results.json's distilled
+    student, and export.json says what the input is."""
+    report = read_json(onnx_run / "export" / "export.json")
+    spec = report["input"]
+    assert spec["name"] == "input" and spec["dtype"] == "float32"
+    assert spec["shape"] == ["batch", 1, 8, 8] and spec["value_range"] == [0, 16]
+    assert "load_digits" in spec["values"] and spec["normalization"]["divide_by"] == 16
+    assert report["class_names"] == [str(i) for i in range(10)]
+    assert report["output"] == {"name": "logits", "shape": ["batch", 10], "dtype": "float32",
+                                "values": "logits, one per class (argmax: the class)"}  # fmt: skip
+    cfg = load_config(onnx_run)
+    script = textwrap.dedent(f"""
+        import sys
+        for name in ("kdlightning", "lightning", "pytorch_lightning"):
+            sys.modules[name] = None
+        import json
+        import numpy as np, onnxruntime as ort
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+        x, y = load_digits(return_X_y=True)  # pixel values 0..16, as the data set stores them
+        # the run's test split, as the data module cuts it
+        _, x_test, _, y_test = train_test_split(
+            x, y, test_size={cfg.data.test_fraction}, stratify=y, random_state={cfg.data.seed})
+        session = ort.InferenceSession({str(onnx_run / "export" / "student.onnx")!r},
+                                       providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        logits = session.run(None, {{name: x_test.astype(np.float32).reshape(-1, 1, 8, 8)}})[0]
+        print(json.dumps({{"n": len(y_test), "acc": float((logits.argmax(1) == y_test).mean()),
+                          "max": float(x_test.max())}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    distilled = read_json(onnx_run / "results.json")["distilled"]
+    assert got["n"] == 270 and got["max"] == 16.0
+    assert got["acc"] == pytest.approx(distilled["test/acc"], abs=1e-6), (got, distilled)
+
+
+def test_kdl_export_refuses_a_language_model_run_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "lm"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(
+        "task: distill\ndata:\n  _target_: kdlightning.lm.data.PyDocsDataModule\n"
+    )
+    assert export.main([str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "language-model run" in err, err
+    assert err.startswith("error: ") and "exports image classifiers only" in err
+
+
+def test_kdl_export_on_a_moved_image_folder_says_what_is_missing_and_takes_data_root(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 19 item 16: the run's image folder moved; kdl-export names the missing path and
+    how to point at the new place, and ``data.root=NEW`` on its command line does."""
+    from fake_files import write_image_folder
+
+    images = tmp_path / "images"
+    write_image_folder(images / "train", classes=3, per_class=4, size=20)
+    write_image_folder(images / "val", classes=3, per_class=2, size=20)
+    _, run_dir = run_job(
+        tmp_path, "data=imagefolder", f"data.root={images}", "data.image_size=16",
+        "data.val_size=4", "data.batch_size=4", "data.num_workers=0", "teacher=mlp",
+        "baseline=false", name="run",
+    )  # fmt: skip
+    moved = tmp_path / "moved"
+    images.rename(moved)
+    assert export.main([str(run_dir), "--formats", "onnx"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert f"data.root={images} does not exist" in err and "needed to check the export" in err
+    assert f"kdl-export {run_dir} data.root=NEW_PLACE" in err
+    assert "Traceback" not in err and "InstantiationException" not in err
+    assert export.main([str(run_dir), f"data.root={moved}", "--formats", "onnx"]) == 0
+    report = read_json(run_dir / "export" / "export.json")
+    assert report["input"]["shape"] == ["batch", 3, 16, 16]
+    assert report["input"]["value_range"] == [0, 255]
+    assert export.main([str(run_dir), "trainer.max_epochs=3"]) == 2
+    assert "only data.KEY=VALUE settings" in capsys.readouterr().err
 
 
 def tiny() -> tuple[nn.Module, torch.Tensor]:
@@ -183,7 +276,7 @@ def test_bad_run_directories_are_refused_clearly(onnx_run: Path, tmp_path: Path)
         export_run(classify)
     with pytest.raises(ExportError, match="unknown export format"):
         export_run(onnx_run, formats=("tflite",))
-    assert export.main([str(tmp_path / "nowhere")]) == 1  # the CLI: a message, no traceback
+    assert export.main([str(tmp_path / "nowhere")]) == 2  # the CLI: one line, no traceback
 
 
 def test_export_config_values_are_checked_at_start_up() -> None:
@@ -215,3 +308,41 @@ def test_a_cli_run_without_config_yaml_is_read_from_its_hydra_folder(tmp_path: P
     (hydra / "hydra.yaml").write_text("hydra:\n  runtime:\n    cwd: /somewhere\n")
     cfg = load_config(tmp_path)
     assert cfg.seed == 3 and cfg.paths.data_dir == "/somewhere/data" and "hydra" not in cfg
+
+
+def test_each_data_module_gives_back_the_stored_values_and_their_normalization(
+    tmp_path: Path,
+) -> None:
+    """RawInput: to_raw inverts each module's normalization exactly (the stored integers), and
+    the normalizer (what the exported graph applies) maps them back to the model inputs."""
+    from fake_files import write_cifar, write_idx_dataset
+
+    from kdlightning.data import (
+        CIFAR10DataModule,
+        DigitsDataModule,
+        FashionMNISTDataModule,
+        MNIST1DDataModule,
+    )
+
+    arrays = write_idx_dataset(tmp_path / "FashionMNIST" / "raw", n_train=30, n_test=10)
+    write_cifar(tmp_path, "cifar-10", n_train=50, n_test=20)
+    cases = {
+        "digits": (DigitsDataModule(), None),
+        "fashion": (FashionMNISTDataModule(str(tmp_path), val_size=5, system_dir=None),
+                    arrays["t10k-images-idx3-ubyte"][:, None].astype(np.float32)),
+        "cifar": (CIFAR10DataModule(str(tmp_path), val_size=10, check_md5=False, num_workers=0),
+                  None),
+        "mnist1d": (MNIST1DDataModule(num_samples=200, val_size=20), None),
+    }  # fmt: skip
+    for name, (dm, stored) in cases.items():
+        x = split_inputs(dm, None)
+        spec = dm.raw_input()
+        raw = spec.to_raw(x)
+        if stored is not None:
+            np.testing.assert_array_equal(raw.numpy(), stored)  # the idx file's bytes
+        if spec.integer:
+            low, high = spec.value_range
+            assert raw.min() >= low and raw.max() <= high and bool((raw == raw.round()).all())
+        else:
+            assert spec.is_identity and raw is x, name
+        torch.testing.assert_close(spec.normalizer()(raw), x, atol=1e-6, rtol=0, msg=name)

@@ -276,7 +276,29 @@ def test_a_figure_that_fails_is_skipped_and_the_job_keeps_its_results(
     assert written == [FILES["process"], FILES["softmax"]]  # no CSV logs, no tradeoff
     skipped = caplog.text
     assert "tradeoff.png skipped: drawing broke" in skipped
-    assert "learning_curves.png skipped: no val/acc per epoch" in skipped
+    # why, and how the next run gets them
+    assert "learning_curves.png skipped: learning curves are read from the CSV logger" in skipped
+    assert "this run had logger=none" in skipped and "add logger=csv" in skipped
+
+
+def test_learning_curves_come_from_tensorboard_without_the_csv_logger(tmp_path: Path) -> None:
+    """``logger=[csv,tensorboard]`` writes both; TensorBoard's events alone give the same
+    curves as metrics.csv (logger=tensorboard without the CSV logger still gets the figure)."""
+    from kdlightning.figures.curves import read_tensorboard_curve, stage_csv, stage_events
+
+    _, run_dir = run_job(tmp_path, "logger=[csv,tensorboard]", "trainer.max_epochs=3")
+    for stage in ("teacher", "baseline", "distilled"):
+        csv_path, events = stage_csv(run_dir, stage), stage_events(run_dir, stage)
+        assert csv_path is not None and events == run_dir / "tensorboard" / stage
+        from_csv = read_curve(csv_path)
+        assert len(from_csv[0]) == 3
+        epochs, values = read_tensorboard_curve(events)
+        assert epochs == from_csv[0] and values == pytest.approx(from_csv[1]), stage
+    for csv_file in run_dir.glob("logs/*/metrics.csv"):
+        csv_file.unlink()  # as if the run had logger=tensorboard alone
+    lines = {line.get_label(): list(line.get_ydata())
+             for line in learning_curves(run_dir).axes[0].get_lines()}  # fmt: skip
+    assert len(lines["distilled student"]) == 3 and len(lines["student alone"]) == 3
 
 
 def test_a_teacher_only_run_gets_the_figures_that_make_sense(

@@ -3,6 +3,7 @@ timm by name, pretrained weights from local files only."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import torchvision
 
 from kdlightning.deploy.measure import count_parameters
 from kdlightning.models import CIFAR_MODELS, CNN1D, cifar_model, timm_model, torchvision_model
-from kdlightning.models.hub import torchvision_weights_file
+from kdlightning.models.hub import adapt_input_channels, torchvision_weights_file
 from kdlightning.models.weights import CheckpointError
 
 # Parameter counts on CIFAR-100 in millions, as published for the CIFAR KD benchmark
@@ -115,3 +116,21 @@ def test_timm_by_name_and_local_pretrained_file(tmp_path: Path) -> None:
         timm_model("resnet18", 10, (3, 32, 32), pretrained_file=str(tmp_path / "none.pth"))
     with pytest.raises(ValueError, match=r"timm has no model"):
         timm_model("no_such_net", 10, (3, 32, 32))
+
+
+def test_torchvision_models_adapt_their_first_layer_to_one_channel_data() -> None:
+    """teacher=torchvision / student=torchvision on digits (1x8x8): the first convolution
+    reads one channel instead of failing with "expected input[2, 1, 8, 8] to have 3 channels"."""
+    torch.manual_seed(0)
+    rgb = torchvision_model("resnet18", num_classes=10, input_shape=(3, 32, 32))
+    for name in ("resnet18", "mobilenet_v3_small"):
+        model = torchvision_model(name, num_classes=10, input_shape=(1, 8, 8)).eval()
+        assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    # pretrained-style weights are summed over RGB: a grey image gives the RGB model's answer
+    grey = adapt_input_channels(copy.deepcopy(rgb), 1).eval()
+    x = torch.rand(2, 1, 32, 32)
+    torch.testing.assert_close(grey(x), rgb.eval()(x.expand(-1, 3, -1, -1)), atol=1e-5, rtol=0)
+    two = adapt_input_channels(copy.deepcopy(rgb), 2)
+    assert two.conv1.in_channels == 2 and two.conv1.stride == rgb.conv1.stride
+    with pytest.raises(ValueError, match="no first 3-channel convolution to adapt"):
+        adapt_input_channels(torch.nn.Linear(3, 2), 1, "a linear model")

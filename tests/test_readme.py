@@ -51,3 +51,29 @@ def test_the_code_map_names_every_module_and_only_existing_ones() -> None:
         rel = f"kdlightning/{py.name}"
         if py.name != "__init__.py" and rel not in named:
             pytest.fail(f"the code map does not mention {rel}")
+
+
+def test_the_config_tree_lists_every_option_and_only_existing_ones() -> None:
+    """README's config tree: each ``group/`` line names exactly the YAML files of that folder
+    (``prefix_*`` stands for several); ``model/`` is no command-line choice, said so."""
+    block = README.split("## The config tree", 1)[1].split("```\n", 1)[1].split("```", 1)[0]
+    conf = REPO_ROOT / "conf"
+    listed_groups = set()
+    for line in block.splitlines()[2:]:
+        group, _, rest = line.strip().partition(" ")
+        assert group.endswith("/"), line
+        folder = conf / group.rstrip("/")
+        listed_groups.add(group.rstrip("/"))
+        stems = {p.stem for p in folder.glob("*.yaml")}
+        if rest.strip().startswith("("):
+            continue  # conf/local/: the user's own files
+        words = re.findall(r"[\w*]+", rest.split("(")[0])
+        named = set()
+        for word in words:
+            matched = {s for s in stems if re.fullmatch(word.replace("*", ".*"), s)}
+            assert matched, f"README's config tree names {group}{word}, which does not exist"
+            named |= matched
+        assert named == stems, f"{group}: the README does not list {sorted(stems - named)}"
+    on_disk = {p.relative_to(conf).as_posix() for p in conf.rglob("*") if p.is_dir()}
+    assert on_disk <= listed_groups, f"folders the tree leaves out: {on_disk - listed_groups}"
+    assert "there is no `model=` choice" in README

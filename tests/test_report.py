@@ -294,6 +294,12 @@ def test_a_swept_kd_method_groups_apart(tmp_path: Path) -> None:
     md = (sweep / FILES["markdown"]).read_text()
     assert "T=4, alpha=0.9 (kd=dist): validation 91.00 ± 1.41%" in md
     assert [r["setting"] for r in read_csv(sweep / FILES["jobs"])] == [j.setting for j in jobs]
+    # no heatmap, and the report says why where it would be
+    assert not (sweep / FILES["heatmap"]).exists()
+    why = ("No T × alpha heatmap: the sweep varies kd besides T and alpha (2 settings: kd=dist; "
+           "kd=dkd), and one T × alpha grid would mix them")  # fmt: skip
+    assert why in md
+    assert read_json(sweep / FILES["json"])["no_heatmap"].startswith("the sweep varies kd ")
     main([str(sweep), "--by-role"])
     md = (sweep / BY_ROLE_FILE).read_text()
     assert "## kd=dkd, T=4, alpha=0.9" in md and "## kd=dist, T=4, alpha=0.9" in md
@@ -835,3 +841,23 @@ def test_real_multirun_trains_the_teacher_once_and_reports(tmp_path: Path) -> No
     by_role_out = run_module("kdlightning.report", str(sweep), "--by-role").stdout
     assert by_role_out.count("| distilled student ") == 4  # one table per (T, alpha)
     assert "distilled − alone, test acc:" in by_role_out
+
+
+def test_the_heatmaps_two_panels_share_one_colour_scale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import matplotlib.pyplot as plt
+
+    from kdlightning.report.heatmap import plot_heatmap
+
+    cells = [(1, 0.5, 0.9), (2, 0.5, 0.8), (1, 0.9, 0.95), (2, 0.9, 0.85)]
+    rows = [{"setting": "", "temperature": t, "alpha": a, "n": 1, "val_acc_mean": v,
+             "val_acc_std": 0.0, "test_acc_mean": v - 0.1, "test_acc_std": 0.0}
+            for t, a, v in cells]  # fmt: skip
+    drawn = []
+    monkeypatch.setattr(plt, "close", drawn.append)
+    assert plot_heatmap(rows, None, "t", tmp_path / "h.png") == tmp_path / "h.png"
+    (fig,) = drawn
+    val, test, bar = fig.axes  # two panels and one colour bar for both
+    assert val.images[0].get_clim() == test.images[0].get_clim() == pytest.approx((70.0, 95.0))
+    assert "one scale for both panels" in bar.get_ylabel()

@@ -6,6 +6,8 @@ own and the default ``hydra.run.dir`` / ``hydra.sweep.dir`` are the ones a user 
 in the rest of the suite pass their own folders (``paths.log_dir``, ``hydra.sweep.dir``), which
 is exactly how every documented ``-m`` sweep crashed unnoticed ("HydraConfig was not set" while
 Hydra computed ``hydra.sweep.dir``) and how ``trainer=ddp`` hung with the progress bar on.
+Every command of README.md and docs/*.md runs this way in test_docs_commands.py (the README's
+sweep and its report included); the DDP command of docs/scaling_out.md runs here.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT, cli_env, read_json, run_module
+from docs_commands import documented_commands
 
 pytestmark = pytest.mark.slow
 
@@ -48,31 +51,22 @@ def only_child(folder: Path) -> Path:
     return children[0]
 
 
-def test_the_readme_sweep_runs_as_written_into_the_default_folder(tmp_path: Path) -> None:
-    """README: ``python -m kdlightning.train -m kd=kd,dkd,dist seed=0,1,2`` then
-    ``python -m kdlightning.report logs/distill/multiruns/<dir>`` (one seed, debug=fast)."""
-    root = user_checkout(tmp_path)
-    env = user_env(root)
-    run_module("kdlightning.train", "-m", "kd=kd,dkd,dist", "seed=0", "debug=fast",
-               cwd=root, env=env, timeout=300)  # fmt: skip
-    sweep = only_child(root / "logs" / "distill" / "multiruns")
-    for job in ("0", "1", "2"):
-        results = read_json(sweep / job / "results.json")
-        assert results["summary"]["method"] == ["kd", "dkd", "dist"][int(job)]
-    report = run_module("kdlightning.report", str(sweep.relative_to(root)), cwd=root, env=env)
-    assert "3 jobs" in report.stdout or "| kd " in report.stdout, report.stdout
-    assert (sweep / "report.md").is_file()
+#: docs/scaling_out.md's DDP command on CPU processes (test_docs_commands.py leaves it to this test)
+DDP_ON_CPU = (
+    "python -m kdlightning.train trainer=ddp trainer.devices=2 trainer.accelerator=cpu "
+    "trainer.precision=32-true"
+)
 
 
 def test_ddp_with_the_progress_bar_on_runs_to_the_end(tmp_path: Path) -> None:
-    """``trainer=ddp`` on 2 CPU processes, the default Rich progress bar on: it read a lazily
-    reduced metric on rank 0 only while rank 1 waited in another collective, and hung."""
+    """docs/scaling_out.md's ``trainer=ddp`` on 2 CPU processes, the default Rich progress bar
+    on (with debug=fast): it read a lazily reduced metric on rank 0 only while rank 1 waited in
+    another collective, and hung."""
+    (cmd,) = [c for c in documented_commands(REPO_ROOT) if c.text == DDP_ON_CPU]
     root = user_checkout(tmp_path)
     proc = run_module(
-        "kdlightning.train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-        "trainer.max_epochs=2", "debug=fast",
-        cwd=root, env=user_env(root), timeout=240,
-    )  # fmt: skip
+        "kdlightning.train", *cmd.args, "debug=fast", cwd=root, env=user_env(root), timeout=240
+    )
     run = only_child(root / "logs" / "distill" / "runs")
     results = read_json(run / "results.json")
     assert {"teacher", "baseline", "distilled"} <= set(results)

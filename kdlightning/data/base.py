@@ -16,17 +16,23 @@ its labels. ``train_mode`` says what ``train_dataloader`` serves:
   training split so that an epoch takes as many steps in every mode;
 - ``"transfer"``: every training sample, the unlabeled ones with target ``-1`` (the distilled
   student: cross-entropy on the labeled ones, the distillation term on all).
+
+``raw_input()`` says what the data set stores and how the module turns it into the inputs the
+models see (:class:`RawInput`: a divisor, then per-channel mean and std): an exported student folds
+that normalization into its graph and takes the data as stored (digits' 0-16, Fashion-MNIST's
+0-255), :mod:`kdlightning.deploy.export`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, TensorDataset
 
 from kdlightning.files import fingerprint_files
@@ -34,6 +40,72 @@ from kdlightning.files import fingerprint_files
 #: Target of a training sample whose label is withheld (``num_labeled``); losses ignore it.
 UNLABELED = -1
 TRAIN_MODES = ("full", "labeled", "transfer")
+
+
+@dataclass(frozen=True)
+class RawInput:
+    """The inputs as a data set stores them, and the normalization a data module applies:
+    ``model input = (raw / divide_by - mean) / std``, mean and std per channel (or one for all).
+
+    ``integer``: the stored values are integers (pixel counts 0-16, bytes 0-255), so
+    :meth:`to_raw` rounds and gets them back exactly from the normalized inputs.
+    """
+
+    description: str
+    value_range: tuple[float, float] | None = None
+    integer: bool = False
+    divide_by: float = 1.0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+
+    @property
+    def is_identity(self) -> bool:
+        return self.divide_by == 1.0 and set(self.mean) == {0.0} and set(self.std) == {1.0}
+
+    def _stats(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        shape = [1] * x.dim()
+        if len(self.mean) > 1:
+            shape[1] = len(self.mean)  # (N, C, ...): one value per channel
+        mean = torch.tensor(self.mean, dtype=x.dtype).reshape(shape)
+        std = torch.tensor(self.std, dtype=x.dtype).reshape(shape)
+        return mean, std
+
+    def normalizer(self) -> nn.Module:
+        """The normalization as a module (exported in front of the student)."""
+        return Normalize(self.divide_by, self.mean, self.std)
+
+    def to_raw(self, inputs: Tensor) -> Tensor:
+        """Normalized model inputs back to the values as stored (rounded when integers)."""
+        if self.is_identity:
+            return inputs
+        mean, std = self._stats(inputs)
+        raw = (inputs * std + mean) * self.divide_by
+        return raw.round() if self.integer else raw
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "values": self.description,
+            "value_range": list(self.value_range) if self.value_range else None,
+            "normalization": {"divide_by": self.divide_by, "mean": list(self.mean),
+                              "std": list(self.std)},
+        }  # fmt: skip
+
+
+class Normalize(nn.Module):
+    """``(x / divide_by - mean) / std``, mean and std per channel (dimension 1) or one for all
+    (the data modules divide first, as ``ToTensor`` does: the same float32 rounding)."""
+
+    def __init__(self, divide_by: float, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.divide_by = float(divide_by)
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32))
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = [1] * x.dim()
+        if self.mean.numel() > 1:
+            shape[1] = self.mean.numel()
+        return (x / self.divide_by - self.mean.reshape(shape)) / self.std.reshape(shape)
 
 
 class IndexedTensors(Dataset):
@@ -234,6 +306,11 @@ class ClassificationDataModule(L.LightningDataModule):
         """One readable name per class, for figures: the subclass's ``CLASS_NAMES``, else "0",
         "1", ... (the digit drawn, for the digit data sets)."""
         return list(self.CLASS_NAMES) or [str(i) for i in range(self.num_classes)]
+
+    def raw_input(self) -> RawInput:
+        """What the data set stores and how this module normalizes it (:class:`RawInput`);
+        here: the inputs as served, nothing folded in. Subclasses that normalize override it."""
+        return RawInput("the model inputs as this data module serves them (float32)")
 
     # --- the labeled subset ---------------------------------------------------------------------
     def labeled_positions(self) -> Tensor | None:

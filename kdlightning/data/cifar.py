@@ -22,7 +22,7 @@ import numpy as np
 from torchvision import datasets, transforms
 from torchvision.datasets.utils import check_integrity
 
-from kdlightning.data.base import ClassificationDataModule
+from kdlightning.data.base import ClassificationDataModule, RawInput
 from kdlightning.data.splits import split_with_transforms
 
 
@@ -108,6 +108,16 @@ class _CIFARDataModule(ClassificationDataModule):
     def class_names(self) -> list[str]:
         """The meta file's names once set up (CIFAR-100's 100 fine classes), else CLASS_NAMES."""
         return list(self.meta_names) or super().class_names
+
+    def raw_input(self) -> RawInput:
+        """The stored RGB bytes (0-255), channels first; divided by 255 (ToTensor) and
+        normalized per channel, as the evaluation transforms do."""
+        return RawInput(
+            "RGB pixel values 0-255 as float32, channels first (N, 3, 32, 32): the data set's "
+            "(32, 32, 3) images transposed",
+            (0.0, 255.0), integer=True, divide_by=255.0, mean=tuple(self.mean),
+            std=tuple(self.std),
+        )  # fmt: skip
 
     def transforms(self, train: bool) -> transforms.Compose:
         """The training (augmenting) or evaluation transforms."""

@@ -17,7 +17,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch.utils.data import TensorDataset
 
-from kdlightning.data.base import ClassificationDataModule
+from kdlightning.data.base import ClassificationDataModule, RawInput
 
 
 def _check_fraction(name: str, value: float) -> float:
@@ -53,6 +53,18 @@ class DigitsDataModule(ClassificationDataModule):
                 f"{self.val_fraction} + {self.test_fraction}"
             )
         self.seed = int(seed)
+        self.mean: float | None = None  # of the training split's pixels / 16, set by setup
+        self.std: float | None = None
+
+    def raw_input(self) -> RawInput:
+        """``load_digits()`` values (integers 0-16), divided by 16 and standardized with the
+        training split's mean and std (which depend on the seed's split)."""
+        if self.mean is None:
+            self.setup()
+        return RawInput(
+            "sklearn.datasets.load_digits() pixel values: integers 0-16, as float32",
+            (0.0, 16.0), integer=True, divide_by=16.0, mean=(self.mean,), std=(self.std,),
+        )  # fmt: skip
 
     def source_files(self) -> list[Path]:
         import sklearn.datasets
@@ -76,6 +88,7 @@ class DigitsDataModule(ClassificationDataModule):
         )
         # Standardize with training statistics only: val/test must not leak into preprocessing.
         mean, std = x_train.mean(), x_train.std()
+        self.mean, self.std = float(mean), float(std)
 
         def to_set(xs: np.ndarray, ys: np.ndarray) -> TensorDataset:
             images = torch.from_numpy((xs - mean) / std).float().reshape(-1, *self.input_shape)

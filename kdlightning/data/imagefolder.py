@@ -29,7 +29,7 @@ from PIL import Image
 from torchvision import datasets, transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from kdlightning.data.base import ClassificationDataModule
+from kdlightning.data.base import ClassificationDataModule, RawInput
 from kdlightning.data.splits import split_with_transforms
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,16 @@ class ImageFolderDataModule(ClassificationDataModule):
         self.val_size = int(val_size)
         self.seed = int(seed)
         self.skip_bad_files = bool(skip_bad_files)
+
+    def raw_input(self) -> RawInput:
+        """RGB bytes (0-255) of the image resized and centre-cropped as for evaluation,
+        channels first; divided by 255 and normalized with the ImageNet mean and std."""
+        size, resize = self.image_size, round(self.image_size / 0.875)
+        return RawInput(
+            f"RGB pixel values 0-255 as float32, channels first (N, 3, {size}, {size}), of the "
+            f"image resized (shorter side {resize}) and centre-cropped to {size}x{size}",
+            (0.0, 255.0), integer=True, divide_by=255.0, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        )  # fmt: skip
 
     def transforms(self, train: bool) -> transforms.Compose:
         """The training (augmenting) or evaluation transforms."""

@@ -26,7 +26,7 @@ from pathlib import Path
 from torch.utils.data import TensorDataset
 from torchvision import datasets
 
-from kdlightning.data.base import ClassificationDataModule
+from kdlightning.data.base import ClassificationDataModule, RawInput
 from kdlightning.data.splits import split_indices
 from kdlightning.files import atomic_path
 
@@ -183,6 +183,15 @@ class _IdxDataModule(ClassificationDataModule):
         # "default": the distribution's package folder (if any); null: look nowhere else.
         chosen = self.default_system_dir if system_dir == "default" else system_dir
         self.system_dir = Path(chosen) if chosen else None
+
+    def raw_input(self) -> RawInput:
+        """The idx files' bytes (0-255), divided by 255 and standardized with the data set's
+        published mean and std."""
+        return RawInput(
+            f"{self.dataset_cls.__name__} pixel values as the idx files store them: 0-255 "
+            "(uint8), as float32",
+            (0.0, 255.0), integer=True, divide_by=255.0, mean=(self.mean,), std=(self.std,),
+        )  # fmt: skip
 
     @property
     def raw_dir(self) -> Path:

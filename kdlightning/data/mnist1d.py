@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from kdlightning.data.base import ClassificationDataModule
+from kdlightning.data.base import ClassificationDataModule, RawInput
 from kdlightning.data.splits import split_indices
 
 
@@ -52,6 +52,10 @@ class MNIST1DDataModule(ClassificationDataModule):
         # the validation split, so that runs with different seeds see the same data.
         self.generation_seed = int(generation_seed)
         self.seed = int(seed)
+
+    def raw_input(self) -> RawInput:
+        """The signals as ``mnist1d`` generates them; the module does not rescale them."""
+        return RawInput("MNIST-1D signals as mnist1d.data.make_dataset generates them (float32)")
 
     def _generate(self) -> dict:
         from mnist1d.data import get_dataset_args, make_dataset

@@ -1,6 +1,7 @@
 """The distilled student as ONNX and as a ``torch.export`` program, each checked before it is kept.
 
     kdl-export RUN_DIR                       # or: python -m kdlightning.export RUN_DIR
+    kdl-export RUN_DIR data.root=/new/place  # the run's data moved since
     python -m kdlightning.train export=onnx  # at the end of the main job (export=all: both)
 
     from kdlightning.deploy.export import export_run, export_student, onnx_session
@@ -11,12 +12,16 @@
 Files, loadable without this package, Lightning, the teacher or any connector module:
 
     student.onnx   ONNX (opset 18), input "input" with a dynamic batch axis, output "logits";
-                   run it with onnxruntime
+                   run it with onnxruntime. The input is the data as the data set stores it
+                   (digits: 8x8 values 0-16; Fashion-MNIST: 28x28 values 0-255, as float32):
+                   the data module's normalization is part of the graph
     student.pt2    a ``torch.export`` program: ``torch.export.load(path).module()(x)``;
                    ``student.ts`` (TorchScript, ``torch.jit.load``) only for a model that
                    torch.export cannot capture
-    export.json    tolerance, per format: max |logit difference| against the PyTorch student on
-                   the test split, top-1 agreement, exporter, sha256; versions
+    export.json    the input (name, shape, dtype, value range, the normalization folded in),
+                   the output, the class names; tolerance, per format: max |logit difference|
+                   against the PyTorch student on the test split, top-1 agreement, exporter,
+                   sha256; versions
 
 ONNX comes from ``torch.onnx.export(dynamo=True)``, the torch.export-based exporter (the default
 since torch 2.9; the translation needs ``onnxscript``); it handles every model of the package
@@ -52,7 +57,7 @@ from kdlightning.deploy.compare import markdown_table
 from kdlightning.deploy.measure import Latency, benchmark_settings, latency_keys, time_call
 from kdlightning.files import file_sha256
 from kdlightning.job.results import write_json
-from kdlightning.job.rundir import RunDirError, load_run, split_inputs
+from kdlightning.job.rundir import Run, RunDirError, load_run, split_inputs
 
 log = logging.getLogger(__name__)
 
@@ -312,6 +317,41 @@ def export_student(
     return report
 
 
+class WithInputs(nn.Module):
+    """The student behind its data module's normalization: it takes the data as stored."""
+
+    def __init__(self, normalize: nn.Module, student: nn.Module) -> None:
+        super().__init__()
+        self.normalize, self.student = normalize, student
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.student(self.normalize(x))
+
+
+def deployable(
+    student: nn.Module, dm: Any, max_samples: int | None = None, run: Run | None = None
+) -> tuple[nn.Module, Tensor, dict[str, Any]]:
+    """``(model, raw test inputs, export.json's input keys)``: the student with the data
+    module's normalization in front (when it has one), the first ``max_samples`` test inputs
+    as the data set stores them, and what a user of the file needs to know about them."""
+    inputs = split_inputs(dm, max_samples, run)
+    raw = dm.raw_input() if hasattr(dm, "raw_input") else None
+    model = student
+    if raw is not None and not raw.is_identity:
+        model = WithInputs(raw.normalizer(), student)
+        inputs = raw.to_raw(inputs)
+    shape = ["batch", *(int(d) for d in inputs.shape[1:])]
+    names = list(getattr(dm, "class_names", [])) or [str(i) for i in range(dm.num_classes)]
+    meta = {
+        "input": {"name": INPUT_NAME, "shape": shape, "dtype": "float32",
+                  **(raw.as_dict() if raw is not None else {})},
+        "output": {"name": OUTPUT_NAME, "shape": ["batch", int(dm.num_classes)],
+                   "dtype": "float32", "values": "logits, one per class (argmax: the class)"},
+        "class_names": names,
+    }  # fmt: skip
+    return model, inputs, meta
+
+
 def _meta(cfg: DictConfig, dm: Any, run_dir: Path) -> dict[str, Any]:
     return {
         "run_dir": str(run_dir.resolve()),
@@ -328,17 +368,21 @@ def export_run(
     atol: float = DEFAULT_ATOL,
     batch_size: int = 64,
     max_samples: int | None = 1024,
+    data_overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Export the distilled student of a main-job run directory into ``RUN_DIR/export/``,
     checked on the first ``max_samples`` test inputs (``None``: the whole test split).
 
-    Raises :class:`~kdlightning.job.rundir.RunDirError` for a folder that is not a finished
-    distillation run (no config, no student.pt, damaged weights)."""
+    The files take the inputs as the data set stores them (:func:`deployable`).
+    ``data_overrides`` (``["data.root=/new/place"]``): the run's data moved since. Raises
+    :class:`~kdlightning.job.rundir.RunDirError` for a folder that is not a finished
+    distillation run of an image classifier (no config, no student.pt, damaged weights, a
+    language model) or whose test data cannot be loaded."""
     formats = _check_args(formats, atol, batch_size)
-    run = load_run(run_dir)
-    inputs = split_inputs(run.dm, max_samples)
-    meta = _meta(run.cfg, run.dm, run.path)
-    return export_student(run.student, inputs, run.path / "export", formats, atol, batch_size, meta)
+    run = load_run(run_dir, data_overrides)
+    model, inputs, meta = deployable(run.student, run.dm, max_samples, run)
+    meta = {**_meta(run.cfg, run.dm, run.path), **meta}
+    return export_student(model, inputs, run.path / "export", formats, atol, batch_size, meta)
 
 
 # --- the main job's hook ------------------------------------------------------------------------
@@ -361,12 +405,16 @@ def ort_latency(
 
 
 def export_job(cfg: DictConfig, student: nn.Module, dm: Any, output_dir: Path) -> dict[str, Any]:
-    """``export=onnx|all`` of the main job: export into ``output_dir/export``, then the keys the
-    distilled student's results gain (ONNX Runtime latency at batch 1 and at the benchmark
-    batch, with the benchmark's thread count, and the path of export.json)."""
+    """``export=onnx|all`` of the main job: export into ``output_dir/export`` (printing where
+    the files went and the check's figures), then the keys the distilled student's results
+    gain (ONNX Runtime latency at batch 1 and at the benchmark batch, with the benchmark's
+    thread count, and the path of export.json)."""
     formats = EXPORT_CHOICES[str(cfg.export)]
     out = output_dir / "export"
-    export_student(student, split_inputs(dm), out, formats, meta=_meta(cfg, dm, output_dir))
+    model, inputs, meta = deployable(student, dm, max_samples=1024)
+    meta = {**_meta(cfg, dm, output_dir), **meta}
+    report = export_student(model, inputs, out, formats, meta=meta)
+    print(f"\nexport={cfg.export}:\n{_summary(report)}\n{_written(report, out)}")
     b = benchmark_settings(cfg.benchmark)
     timing = {k: b[k] for k in ("threads", "warmup", "repeats", "min_run_time")}
     shape = dm.input_shape
@@ -393,20 +441,40 @@ def _summary(report: dict[str, Any]) -> str:
         for fmt, r in report["formats"].items()
     ]
     headers = ["format", "file", "exporter", "max abs diff", "same top-1", "KiB"]
-    return (
+    text = (
         f"{markdown_table(headers, rows)}\n\nchecked on {report['n_samples']} test inputs "
         f"against the PyTorch student, tolerance atol={report['atol']:g}"
     )
+    spec = report.get("input") or {}
+    if spec.get("values"):
+        low_high = spec.get("value_range")
+        span = f", values {low_high[0]:g}-{low_high[1]:g}" if low_high else ""
+        shape = "(" + ", ".join(str(d) for d in spec["shape"]) + ")"
+        text += (f"\ninput {spec['name']!r}: {spec['dtype']} {shape}{span} "
+                 f"({spec['values']}); output {OUTPUT_NAME!r}: one logit per class")  # fmt: skip
+    return text
+
+
+def _written(report: dict[str, Any], out: Path) -> str:
+    files = [r["file"] for r in report["formats"].values()] + [EXPORT_JSON]
+    return f"written to {out}: {', '.join(files)}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``kdl-export RUN_DIR [--formats onnx torch_export] [--atol A] [--max-samples N]``."""
+    """``kdl-export RUN_DIR [data.KEY=VALUE ...] [--formats onnx torch_export] [--atol A]
+    [--max-samples N]``; a user's mistake is one line ``error: ...`` and exit status 2."""
     parser = argparse.ArgumentParser(
         prog="kdl-export",
         description="Export a run's distilled student as ONNX and as a "
         "torch.export program, each checked against PyTorch on the test split.",
     )
     parser.add_argument("run_dir", type=Path, help="a main-job run directory (has student.pt)")
+    parser.add_argument(
+        "data_overrides",
+        nargs="*",
+        metavar="data.KEY=VALUE",
+        help="change the run's data config, for data that moved: data.root=/new/place",
+    )
     parser.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS))
     parser.add_argument(
         "--atol",
@@ -424,14 +492,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         report = export_run(
-            args.run_dir, args.formats, args.atol, args.batch_size, args.max_samples or None
-        )
+            args.run_dir, args.formats, args.atol, args.batch_size, args.max_samples or None,
+            args.data_overrides,
+        )  # fmt: skip
     except (ExportError, RunDirError, ExportMismatch) as err:
-        print(f"kdl-export: error: {err}", file=sys.stderr)
-        return 1
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(_summary(report))
-    files = [r["file"] for r in report["formats"].values()] + [EXPORT_JSON]
-    print(f"\nwritten to {Path(args.run_dir) / 'export'}: {', '.join(files)}")
+    print(f"\n{_written(report, Path(args.run_dir) / 'export')}")
     return 0
 
 

@@ -1,6 +1,6 @@
 """``python -m kdlightning.figures RUN_DIR [...]``: re-draw a finished run's figures.
 
-    python -m kdlightning.figures logs/distill/runs/<date>_<id>
+    python -m kdlightning.figures logs/distill/runs/<date>_<time>_<id>
     python -m kdlightning.figures RUN_DIR --temperatures 1 2 8
 
 Reads results.json, rebuilds the data module from the run's config (``config.yaml``, else

@@ -3,6 +3,7 @@ after the job (``kdl-export``, ``benchmarks/latency.py``).
 
     from kdlightning.job.rundir import load_run, load_stage_model, split_inputs
     run = load_run("logs/distill/runs/<dir>")     # config.yaml + student.pt, checked
+    run = load_run(dir, ["data.root=/new/place"]) # the data moved since the run
     run.student, run.dm, run.cfg                  # the distilled student (eval mode), its data
     teacher = load_stage_model(run, "teacher")    # from <dir>/teacher/result (checksummed)
     x = split_inputs(run.dm, max_samples=1024)    # real test inputs
@@ -14,11 +15,14 @@ CLI run from before that has Hydra's ``.hydra/config.yaml``, resolved here again
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
@@ -65,9 +69,51 @@ def load_config(run_dir: Path) -> DictConfig:
     )  # fmt: skip
 
 
+#: data config keys that name files or folders: what a moved data set changes
+DATA_PATH_KEYS = ("root", "data_dir", "paths", "load_from_disk", "tokenizer")
+
+
+def apply_data_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """``cfg`` with ``data.KEY=VALUE`` overrides applied (the data moved since the run); a key
+    outside ``data`` or not in the run's data config is refused, naming the valid ones."""
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        name = key.removeprefix("data.")
+        if not sep or not key.startswith("data.") or name not in cfg.data:
+            raise RunDirError(
+                f"{override!r}: only data.KEY=VALUE settings of the run's data config can be "
+                f"changed here ({', '.join('data.' + k for k in cfg.data if k != '_target_')})"
+            )
+        OmegaConf.update(cfg, key, yaml.safe_load(value) if value else None, merge=False)
+    return cfg
+
+
+def _data_problem(run_dir: Path, cfg: DictConfig, err: BaseException) -> RunDirError:
+    """A one-line error for data that cannot be loaded: which path is missing, how to point at
+    its new place."""
+    cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
+    paths = {k: cfg.data[k] for k in DATA_PATH_KEYS if isinstance(cfg.data.get(k), str)}
+    missing = [k for k, v in paths.items() if not Path(v).expanduser().exists()]
+    key = (missing or list(paths) or ["root"])[0]
+    where = (
+        f"data.{key}={paths[key]} does not exist"
+        if key in missing
+        else f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
+    )
+    return RunDirError(
+        f"the run's test data is needed to check the export, and it cannot be loaded: {where}. "
+        f"If the data moved, point at its new place: kdl-export {run_dir} data.{key}=NEW_PLACE"
+    )
+
+
 def load_data(cfg: DictConfig) -> Any:
     """The data module a run's config names (not set up)."""
     return instantiate(cfg.data)
+
+
+def is_language_model(cfg: DictConfig) -> bool:
+    """A run on text data (``experiment=lm_pydocs``, ``data=text_files``)."""
+    return str(cfg.data.get("_target_", "")).startswith("kdlightning.lm.")
 
 
 def load_teacher(run_dir: Path, cfg: DictConfig, dm: Any) -> nn.Module | None:
@@ -76,13 +122,23 @@ def load_teacher(run_dir: Path, cfg: DictConfig, dm: Any) -> nn.Module | None:
     return done[0] if done else None
 
 
-def load_run(run_dir: str | Path) -> Run:
+def load_run(run_dir: str | Path, data_overrides: Sequence[str] = ()) -> Run:
     """The distilled student of a ``task=distill`` run (``student.pt`` loaded, strict, eval
-    mode), its data module and config; :class:`RunDirError` names what is missing or wrong."""
+    mode), its data module and config; :class:`RunDirError` names what is missing or wrong.
+
+    ``data_overrides`` (``["data.root=/new/place"]``) change the run's data config first: for
+    data that moved since the run. A language-model run is refused (kdl-export exports image
+    classifiers)."""
     path = Path(run_dir).expanduser()
     if not path.is_dir():
         raise RunDirError(f"run directory {path} does not exist")
-    cfg = load_config(path)
+    cfg = apply_data_overrides(load_config(path), data_overrides)
+    if is_language_model(cfg):
+        raise RunDirError(
+            f"{path} is a language-model run ({cfg.data._target_}): kdl-export exports image "
+            "classifiers only; its distilled GPT is student.pt, a state dict for "
+            "kdlightning.lm.gpt.GPT built with the run's config.yaml (student.model)"
+        )
     task = cfg.get("task", "distill")
     if task != "distill":
         raise RunDirError(
@@ -95,7 +151,10 @@ def load_run(run_dir: str | Path) -> Run:
             f"{path} has no student.pt: the job did not finish (see failed.json there, if any); "
             f"run it to the end, or continue it with resume=true hydra.run.dir={path}"
         )
-    dm = load_data(cfg)
+    try:
+        dm = load_data(cfg)
+    except (InstantiationException, OSError, ValueError) as err:
+        raise _data_problem(path, cfg, err) from None
     student = build_model(cfg.student.model, dm, "student")
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
@@ -121,9 +180,15 @@ def load_stage_model(run: Run, stage: str) -> nn.Module:
     return done[0].eval()
 
 
-def split_inputs(dm: Any, max_samples: int | None = 1024) -> Tensor:
-    """The first ``max_samples`` inputs of the data module's test split (all of it: ``None``)."""
-    dm.setup("test")
+def split_inputs(dm: Any, max_samples: int | None = 1024, run: Run | None = None) -> Tensor:
+    """The first ``max_samples`` inputs of the data module's test split (all of it: ``None``).
+    With ``run``, data that cannot be read is a :class:`RunDirError` saying how to point at it."""
+    try:
+        dm.setup("test")
+    except (OSError, ValueError) as err:
+        if run is None:
+            raise
+        raise _data_problem(run.path, run.cfg, err) from None
     chunks, n = [], 0
     for batch in dm.test_dataloader():
         chunks.append(batch[0])

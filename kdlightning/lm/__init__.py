@@ -2,7 +2,7 @@
 
     python -m kdlightning.train experiment=lm_pydocs                       # GPT -> small GPT
     python -m kdlightning.train -m experiment=lm_pydocs kd=forward_kl,reverse_kl,jsd seed=0,1,2
-    python -m kdlightning.report logs/distill/multiruns/<date> --by-role   # test bits per byte
+    python -m kdlightning.report logs/distill/multiruns/<date>_<time>_<id> --by-role  # bits/byte
 
 FSDP (GPUs): ``trainer=fsdp trainer.strategy='{_target_: kdlightning.lm.gpt.fsdp_strategy}'``
 shards every GPT block, the frozen teacher's included (it is a submodule of the module).

@@ -128,7 +128,7 @@ def divergence(
 def _kl(log_p: Tensor, log_q: Tensor) -> Tensor:
     """``KL(p || q)`` per token from log-probabilities: a vocabulary entry with ``p = 0`` (a
     ``-inf`` logit) contributes 0, with a zero gradient, whatever ``q`` is there
-    (:func:`kdlightning.losses.kl_terms`)."""
+    (:func:`kdlightning.distill.functional.kl_terms`)."""
     return kl_terms(log_p, log_q).sum(-1)
 
 

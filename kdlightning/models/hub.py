@@ -5,6 +5,12 @@
                       weights="IMAGENET1K_V1")   # only if the file is in torch.hub's cache
     timm_model("resnet18", num_classes=10, input_shape=(3, 224, 224))  # kdlightning[timm]
 
+torchvision's models take RGB images: for data with another number of channels (digits,
+(Fashion-)MNIST: one), the first convolution that reads the 3 channels is replaced by one that
+reads the data's channels, its pretrained weights (if any) summed over RGB for one channel (the
+grey image's response equals the RGB image's with R = G = B) or cycled and rescaled for more, as
+timm's ``in_chans`` does. timm models get ``in_chans`` directly.
+
 Pretrained weights are loaded only from local files: torchvision's from
 ``<torch.hub.get_dir()>/checkpoints/<file name of the weights' URL>`` (where torchvision itself
 caches them; set ``TORCH_HOME`` to move it), timm's from ``pretrained_file``. When the data set
@@ -62,6 +68,40 @@ def _load_except_head(model: nn.Module, state: dict[str, torch.Tensor], source: 
     model.load_state_dict({k: v for k, v in state.items() if k not in reshaped}, strict=False)
 
 
+def adapt_input_channels(model: nn.Module, channels: int, name: str = "the model") -> nn.Module:
+    """Make ``model``'s first 3-channel ``Conv2d`` read ``channels`` channels (in place).
+
+    The new layer keeps every setting of the old one; its weights are the old weights summed
+    over the RGB channels (one channel) or cycled over them and scaled by 3 / ``channels``, so
+    that a pretrained model sees about the same activations. A model without such a layer is
+    refused with a ValueError."""
+    if channels == 3:
+        return model
+    for parent in model.modules():
+        for child_name, child in parent.named_children():
+            if isinstance(child, nn.Conv2d) and child.in_channels == 3 and child.groups == 1:
+                new = nn.Conv2d(
+                    channels, child.out_channels, child.kernel_size, child.stride,
+                    child.padding, child.dilation, 1, child.bias is not None, child.padding_mode,
+                )  # fmt: skip
+                with torch.no_grad():
+                    w = child.weight
+                    if channels == 1:
+                        new.weight.copy_(w.sum(dim=1, keepdim=True))
+                    else:
+                        reps = -(-channels // 3)
+                        new.weight.copy_(w.repeat(1, reps, 1, 1)[:, :channels] * (3 / channels))
+                    if child.bias is not None:
+                        new.bias.copy_(child.bias)
+                setattr(parent, child_name, new)
+                return model
+    raise ValueError(
+        f"{name} takes 3-channel (RGB) images and has no first 3-channel convolution to adapt "
+        f"to this data's {channels} channel(s); use a data set with RGB images or a model that "
+        "takes any number of channels (student=cnn, student=mlp, timm's in_chans)"
+    )
+
+
 def torchvision_model(
     name: str,
     num_classes: int,
@@ -71,8 +111,9 @@ def torchvision_model(
 ) -> nn.Module:
     """``torchvision.models.get_model(name, num_classes=...)``; ``weights`` from the local cache.
 
-    ``input_shape`` is unused by torchvision (its models pool globally) but checked by the job.
-    """
+    ``input_shape``: its channel count adapts the first convolution when it is not 3
+    (:func:`adapt_input_channels`); torchvision's models pool globally, so the image size is
+    free (the job checks the output)."""
     if name not in torchvision.models.list_models():
         raise ValueError(
             f"torchvision has no model {name!r}; see torchvision.models.list_models() "
@@ -90,7 +131,7 @@ def torchvision_model(
             )
         state = torch.load(path, map_location="cpu", weights_only=True)
         _load_except_head(model, state, f"{str(path)!r}")
-    return model
+    return adapt_input_channels(model, int(input_shape[0]), f"torchvision's {name}")
 
 
 def timm_model(

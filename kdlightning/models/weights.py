@@ -1,7 +1,8 @@
 """Load model weights from a kdlightning/Lightning checkpoint or a plain ``state_dict`` file.
 
     from kdlightning.models.weights import load_weights
-    load_weights(teacher, "logs/runs/.../teacher/checkpoints/best.ckpt", role="teacher")
+    load_weights(teacher, "logs/classify/runs/<date>_<time>_<id>/teacher/checkpoints/best.ckpt",
+                 role="teacher")
 
 Every failure a user can cause (missing file, not a checkpoint, wrong architecture) raises an
 error that names the file and says what to do, instead of a traceback from inside torch. Files

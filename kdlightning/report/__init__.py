@@ -1,7 +1,7 @@
 """The report of a sweep (a Hydra multirun): tables, the best setting, a heatmap, seed tables.
 
     python -m kdlightning.train -m +sweep=temperature_alpha seed=0,1,2
-    python -m kdlightning.report logs/multiruns/2026-11-27_19-30-00      # or: kdl-report DIR
+    python -m kdlightning.report logs/distill/multiruns/<date>_<time>_<id>   # or: kdl-report DIR
     python -m kdlightning.report DIR --wandb on    # also log it to the sweep's W&B group
     python -m kdlightning.report DIR --by-role     # teacher / alone / distilled per seed group
 

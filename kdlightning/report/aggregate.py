@@ -1,7 +1,7 @@
 """Statistics over the jobs of a sweep: mean ± std over seeds, the best setting, seed tables.
 
     from kdlightning.report import aggregate, best_setting, by_role, collect_jobs
-    jobs = collect_jobs("logs/multiruns/<date>")
+    jobs = collect_jobs("logs/distill/multiruns/<date>_<time>_<id>")
     best = best_setting(aggregate(jobs))        # chosen on validation accuracy only
     tables = by_role(jobs)                      # teacher / student alone / distilled per group
 

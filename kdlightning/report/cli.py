@@ -1,8 +1,8 @@
 """The ``kdl-report`` command (also ``python -m kdlightning.report``).
 
-kdl-report logs/multiruns/<date>                 # report.{csv,md,json}, heatmap, ...
-kdl-report logs/multiruns/<date> --wandb on      # also log it to the sweep's W&B group
-kdl-report logs/multiruns/a logs/multiruns/b --by-role   # seed tables per role
+kdl-report logs/distill/multiruns/<date>_<time>_<id>            # report.{csv,md,json}, heatmap
+kdl-report logs/distill/multiruns/<date>_<time>_<id> --wandb on # also log it to the W&B group
+kdl-report DIR1 DIR2 --by-role                                  # seed tables per role
 """
 
 from __future__ import annotations
@@ -31,7 +31,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="kdl-report", description="The report of a sweep: tables, best setting, heatmap."
     )
     parser.add_argument(
-        "sweep_dirs", nargs="+", type=Path, help="multirun folder(s), e.g. logs/multiruns/<date>"
+        "sweep_dirs",
+        nargs="+",
+        type=Path,
+        help="multirun folder(s), e.g. logs/distill/multiruns/<date>_<time>_<id>",
     )
     parser.add_argument(
         "--wandb",

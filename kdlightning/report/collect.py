@@ -1,7 +1,7 @@
 """Find the job folders of a Hydra multirun and read each into a plain ``Job`` record.
 
     from kdlightning.report import collect_jobs
-    for job in collect_jobs("logs/multiruns/<date>"):
+    for job in collect_jobs("logs/distill/multiruns/<date>_<time>_<id>"):
         print(job.num, job.kind, job.temperature, job.alpha, job.seed, job.status, job.error)
 
 A job is read from ``.hydra/overrides.yaml``, ``.hydra/config.yaml`` and ``results.json`` or
@@ -288,7 +288,7 @@ def collect_jobs(sweep_dir: str | Path) -> list[Job]:
     if not jobs:
         raise FileNotFoundError(
             f"no Hydra job folders (*/.hydra/config.yaml) in {str(sweep_dir)!r}; pass the "
-            "folder of a multirun, e.g. logs/multiruns/<date>"
+            "folder of a multirun, e.g. logs/distill/multiruns/<date>_<time>_<id>"
         )
     _fill_settings(jobs)
     return jobs

@@ -4,6 +4,11 @@ from kdlightning.report import aggregate, best_setting, collect_jobs
 from kdlightning.report.heatmap import plot_heatmap
 rows = aggregate(collect_jobs(DIR))
 plot_heatmap(rows, best_setting(rows), "my sweep", Path("heatmap.png"))
+
+Its two panels (validation, test) share one colour scale and one colour bar, so a colour means
+the same value in both. A sweep that varies anything besides T, alpha and the seed (``kd=``,
+``student=``, ...), or mixes language models and image jobs, has no heatmap:
+:func:`why_no_heatmap` says why, and report.md says it where the heatmap would be.
 """
 
 from __future__ import annotations
@@ -13,19 +18,38 @@ from pathlib import Path
 from typing import Any
 
 
+def why_no_heatmap(rows: Sequence[dict[str, Any]]) -> str | None:
+    """Why the sweep of these aggregate rows gets no T × alpha heatmap; ``None`` if it does."""
+    if not rows:
+        return "no job finished, so there is nothing to map"
+    kinds = {r.get("kind", "image") for r in rows}
+    if len(kinds) > 1:
+        return (
+            "the sweep mixes language models (bits per byte) and image classifiers "
+            "(accuracy), which one colour scale cannot show"
+        )
+    settings = sorted({r["setting"] for r in rows})
+    if len(settings) > 1:
+        keys = sorted({pair.split("=", 1)[0] for s in settings for pair in s.split()})
+        return (
+            f"the sweep varies {', '.join(keys)} besides T and alpha ({len(settings)} settings: "
+            f"{'; '.join(settings)}), and one T × alpha grid would mix them; the table above "
+            "keeps each setting apart (sweep kd.temperature and kd.alpha with the rest fixed "
+            "for a heatmap)"
+        )
+    return None
+
+
 def plot_heatmap(
     rows: Sequence[dict[str, Any]], best: dict[str, Any] | None, title: str, path: Path
 ) -> Path | None:
     """Temperature × alpha heatmaps of mean validation and test accuracy (language models:
     bits per byte, lower is better, on a reversed color map so that better is brighter in
-    both); ``None`` (nothing drawn) when there is no finished job, more than one setting
-    besides T and alpha, or a mix of language models and image jobs."""
-    if not rows or len({r["setting"] for r in rows}) > 1:
+    both); ``None`` (nothing drawn) when :func:`why_no_heatmap` gives a reason. Both panels
+    share one colour scale (and one colour bar)."""
+    if why_no_heatmap(rows) is not None:
         return None
-    kinds = {r.get("kind", "image") for r in rows}
-    if len(kinds) > 1:
-        return None
-    lm = kinds == {"lm"}
+    lm = {r.get("kind", "image") for r in rows} == {"lm"}
     metric, scale, unit = ("bpb", 1.0, "bits per byte (lower is better)") if lm else (
         "acc", 100.0, "accuracy (%)")  # fmt: skip
     import matplotlib
@@ -37,15 +61,24 @@ def plot_heatmap(
     temps = sorted({r["temperature"] for r in rows})
     alphas = sorted({r["alpha"] for r in rows})
     width = max(9.0, 2 * (2.0 + 0.9 * len(alphas)))
-    fig, axes = plt.subplots(1, 2, figsize=(width, max(3.8, 2.0 + 0.6 * len(temps))))
-    for ax, split in zip(axes, ("val", "test"), strict=True):
+    fig, axes = plt.subplots(
+        1, 2, figsize=(width, max(3.8, 2.0 + 0.6 * len(temps))), layout="constrained"
+    )
+    grids = {}
+    for split in ("val", "test"):
         grid = np.full((len(temps), len(alphas)), np.nan)
         for r in rows:
             value = r[f"{split}_{metric}_mean"]
             grid[temps.index(r["temperature"]), alphas.index(r["alpha"])] = value
-        image = ax.imshow(scale * grid, cmap="viridis_r" if lm else "viridis", aspect="auto")
-        fig.colorbar(image, ax=ax)
-        low, high = image.get_clim()
+        grids[split] = scale * grid
+    # one colour scale for both panels: the same colour is the same value in each
+    finite = np.concatenate([g[np.isfinite(g)] for g in grids.values()])
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if low == high:
+        low, high = low - 0.5, high + 0.5
+    for ax, split in zip(axes, ("val", "test"), strict=True):
+        image = ax.imshow(grids[split], cmap="viridis_r" if lm else "viridis", aspect="auto",
+                          vmin=low, vmax=high)  # fmt: skip
         digits = 3 if lm else 1
         for r in rows:
             i, j = temps.index(r["temperature"]), alphas.index(r["alpha"])
@@ -63,8 +96,8 @@ def plot_heatmap(
         ax.set_xlabel("alpha (weight of the KD term)")
         ax.set_ylabel("temperature T")
         ax.set_title(f"student {split} {unit}")
+    fig.colorbar(image, ax=list(axes), label=f"{unit}: one scale for both panels")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

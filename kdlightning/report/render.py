@@ -141,8 +141,10 @@ def report_markdown(
     rows: Sequence[dict[str, Any]],
     best: dict[str, Any] | None,
     heatmap_name: str | None = None,
+    no_heatmap: str | None = None,
 ) -> str:
-    """report.md: counts, references, the best setting, the aggregate and the job tables.
+    """report.md: counts, references, the best setting, the aggregate and the job tables, and
+    the heatmap (or ``no_heatmap``: why there is none).
 
     A sweep of language models is reported in bits per byte and its best setting is the one
     with the lowest validation bits per byte; a sweep that mixes language models and image
@@ -184,7 +186,14 @@ def report_markdown(
     marked = [b for b in bests.values() if b is not None]
     lines += ["", "## Mean ± std over seeds", "", aggregate_table(rows, marked), ""]
     if heatmap_name is not None:
-        lines += [f"![T × alpha heatmap]({heatmap_name})", ""]
+        lines += [
+            f"![T × alpha heatmap]({heatmap_name})",
+            "",
+            "(Validation and test panels share one colour scale.)",
+            "",
+        ]
+    elif no_heatmap:
+        lines += [f"No T × alpha heatmap: {no_heatmap}.", ""]
     lines += ["## Jobs", "", jobs_table(jobs), ""]
     problems = problems_list(jobs)
     if problems:

@@ -1,8 +1,8 @@
 """Write the report files into the multirun folder: CSV, Markdown, the heatmap and JSON.
 
 from kdlightning.report import write_report, write_by_role
-summary = write_report("logs/multiruns/<date>")    # report.{csv,md,json}, heatmap, ...
-print(write_by_role("logs/multiruns/<date>"))      # report_by_role.md, returned as text
+summary = write_report("logs/distill/multiruns/<date>_<time>_<id>")  # report.{csv,md,json}, ...
+print(write_by_role("logs/distill/multiruns/<date>_<time>_<id>"))    # report_by_role.md, as text
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from kdlightning.report.aggregate import (
     sweep_kinds,
 )
 from kdlightning.report.collect import Job, collect_jobs, kind_of
-from kdlightning.report.heatmap import plot_heatmap
+from kdlightning.report.heatmap import plot_heatmap, why_no_heatmap
 from kdlightning.report.render import by_role_markdown, reference_line, report_markdown
 
 FILES = {
@@ -137,9 +137,12 @@ def write_report(sweep_dir: str | Path, jobs: Sequence[Job] | None = None) -> di
     if references:
         title += f"\n(test) {references}"
     heatmap = plot_heatmap(rows, best, title, sweep_dir / FILES["heatmap"])
+    no_heatmap = None if heatmap else why_no_heatmap(rows)
+    if heatmap is None:  # an earlier report's heatmap would no longer match the tables
+        (sweep_dir / FILES["heatmap"]).unlink(missing_ok=True)
     markdown = report_markdown(
         sweep_dir.name, jobs, rows, best_of_kind if mixed else best,
-        heatmap.name if heatmap else None,
+        heatmap.name if heatmap else None, no_heatmap,
     )  # fmt: skip
     (sweep_dir / FILES["markdown"]).write_text(markdown)
 
@@ -151,6 +154,8 @@ def write_report(sweep_dir: str | Path, jobs: Sequence[Job] | None = None) -> di
         "files": {k: str(sweep_dir / v) for k, v in FILES.items() if k != "heatmap" or heatmap},
         "heatmap": str(heatmap) if heatmap else None,
     }
+    if no_heatmap:
+        summary["no_heatmap"] = no_heatmap
     if kinds != ["image"]:  # language models: "best" is chosen on bits per byte
         summary["kinds"] = kinds
     if mixed:
