@@ -134,3 +134,12 @@ def test_failed_json_of_a_job_stopped_early_reads_like_the_jobs_own(tmp_path: Pa
     late = json.loads((tmp_path / "late" / results.FAILED).read_text())
     assert set(early) == set(late)
     assert early["error"] == "ConfigError: kd.x=1 is bad; set kd.x=2" and early["signal"] is None
+
+
+def test_a_read_only_folder_names_the_folder_and_the_setting() -> None:
+    err = PermissionError(13, "Permission denied", "/ro/logs/distill/runs/x")
+    assert user_error(err) is err
+    line = describe(err)
+    assert (
+        line.startswith("Permission denied: /ro/logs/distill/runs/x") and "paths.log_dir=" in line
+    )

@@ -653,3 +653,21 @@ def test_existing_kd_loss_is_unchanged_by_the_additions() -> None:
     p_t, log_p_s = F.softmax(t / 2.0, 1), F.log_softmax(s / 2.0, 1)
     expected = 4.0 * (p_t * (p_t.log() - log_p_s)).sum(1).mean()
     assert kd_loss(s, t, 2.0).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_dkd_checks_its_targets_without_a_host_sync_off_the_cpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Off the CPU the range check is a device-side assert (no host sync per training step): run
+    # it on "meta" tensors, which have a device but no values a host check could read.
+    from kdlightning.distill import functional
+
+    asserted: list[str] = []
+    monkeypatch.setattr(functional.torch, "_assert_async", lambda c, msg="": asserted.append(msg))
+    meta = torch.device("meta")
+    s, t = torch.randn(4, 5, device=meta), torch.randn(4, 5, device=meta)
+    loss = functional.dkd_loss(s, t, torch.zeros(4, dtype=torch.long, device=meta), 1.0, 1.0, 4.0)
+    assert loss.device.type == "meta" and len(asserted) == 1
+    # on the CPU: an ordinary error naming the range
+    with pytest.raises(ValueError, match=r"targets must lie in \[0, 5\)"):
+        functional.dkd_loss(torch.randn(4, 5), torch.randn(4, 5), torch.tensor([0, 1, 2, 9]))

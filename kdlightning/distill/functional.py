@@ -316,9 +316,13 @@ def dkd_loss(
             f"{tuple(targets.shape)} for logits of shape {tuple(student_logits.shape)}"
         )
     y = targets.reshape(-1).to(device=s.device, dtype=torch.long)
-    # One reduction, one host sync: an out-of-range index would otherwise be a device-side assert
-    # on CUDA (or a silently wrong mask), far from its cause.
-    if bool(((y < 0) | (y >= num_classes)).any()):
+    # An out-of-range index would be a silently wrong mask (or a device-side assert far from its
+    # cause). On the CPU the check is free; on an accelerator a host-side check would sync every
+    # training step, so there the device asserts by itself, without waiting for the host.
+    bad = (y < 0) | (y >= num_classes)
+    if y.device.type != "cpu":
+        torch._assert_async(~bad.any(), "DKD targets must lie in [0, num_classes)")
+    elif bool(bad.any()):
         raise ValueError(
             f"targets must lie in [0, {num_classes}) (DKD needs a label for every sample), got "
             f"values in [{int(y.min())}, {int(y.max())}]"
@@ -334,8 +338,10 @@ def dkd_loss(
 
     tckd = kl_terms(binary_log_probs(te), binary_log_probs(s)).sum() / n
     # Removing the target column (rather than masking it) keeps every log-probability finite.
-    s_rest = s[~is_target].reshape(n, num_classes - 1)
-    t_rest = te[~is_target].reshape(n, num_classes - 1)
+    # The other columns, in order, by a stable sort of the mask: a gather with a fixed shape
+    # (boolean indexing would need the mask's count on the host, a sync every step).
+    rest = torch.argsort(is_target.to(torch.int8), dim=1, stable=True)[:, : num_classes - 1]
+    s_rest, t_rest = s.gather(1, rest), te.gather(1, rest)
     nckd = kl_terms(F.log_softmax(t_rest, dim=1), F.log_softmax(s_rest, dim=1)).sum() / n
     return (a * tckd + b * nckd) * (t * t)
 

@@ -100,6 +100,8 @@ def describe(err: BaseException) -> str:
     text = str(err).strip() or type(err).__name__
     if isinstance(err, OSError) and err.filename is not None and err.strerror:
         text = f"{err.strerror}: {err.filename}"  # not "[Errno 2] ..."
+        if isinstance(err, PermissionError):  # e.g. a read-only logs/ folder
+            text += "; choose a folder this user may write: paths.log_dir=<folder>"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     # inner lines lose their closing ";" or "." (the joint is "; "), the last keeps it
     return "; ".join([*(line.rstrip(".;") for line in lines[:-1]), lines[-1]])
