@@ -1,6 +1,6 @@
 """The distillation core: losses, methods, feature capture, where the teacher's outputs come
 from, and the Lightning modules. Nothing here imports Hydra or :mod:`kdlightning.job`
-(tests/test_architecture.py checks it).
+(tests/unit/job/test_architecture.py checks it).
 
     functional.py   loss functions: math and argument checks only
     methods/        one distillation method per file (its loss terms, its constructor's checks)

@@ -434,8 +434,9 @@ def standardize_logits(logits: Tensor, eps: float = 1e-7, *, correction: int = 1
     ``correction = 0`` gives the population std (divided by ``K``; this function's default
     before issue 19): its z-scores are those of ``correction = 1`` times ``sqrt(K / (K - 1))``,
     i.e. a lower effective temperature, and the KD loss differs accordingly: about 11% with 10
-    classes, about 2x with 2 classes (``tests/test_losses_methods.py``); from 100 classes on,
-    about 1%. ``eps = 1e-7`` as in their code keeps constant logits finite (they map to 0).
+    classes, about 2x with 2 classes (``tests/unit/distill/test_losses_methods.py``); from
+    100 classes on, about 1%. ``eps = 1e-7`` as in their code keeps constant logits finite
+    (they map to 0).
 
     Returns float32 whatever the input dtype (the losses compute in float32 anyway), shaped
     like ``logits``; the last dimension is the classes, and needs at least 2 of them.

@@ -23,7 +23,7 @@ is only checked for what the command line adds; a typo inside a YAML file there 
 experiment) is not caught here (Hydra's struct mode cannot tell it either).
 
 Every Lightning ``Trainer`` argument is listed in ``conf/trainer/default.yaml`` with Lightning's
-default (tests/test_config.py keeps the list equal to the signature), so ``trainer.<arg>=``
+default (tests/unit/job/test_config.py keeps the list equal to the signature), so ``trainer.<arg>=``
 works without ``+``; the three the job sets per stage are refused (:data:`SET_BY_THE_JOB`).
 
 Only :func:`check_target_keys` imports the targets (torch, Lightning): the other checks run on

@@ -18,9 +18,9 @@ log = logging.getLogger(__name__)
 def expected_overrides(sweep_dir: Path) -> list[list[str]] | None:
     """Every job's overrides as Hydra's basic sweeper expands them from ``multirun.yaml``.
 
-    The one place that uses Hydra's private ``BasicSweeper`` (tests/test_report.py pins it on a
-    real multirun). None when the folder has no multirun.yaml, another sweeper made it or the
-    expansion fails: the report then lists the job folders that exist, without a grid.
+    The one place that uses Hydra's private ``BasicSweeper`` (tests/unit/report/test_report.py
+    pins it on a real multirun). None when the folder has no multirun.yaml, another sweeper made
+    it or the expansion fails: the report then lists the job folders that exist, without a grid.
     """
     path = sweep_dir / "multirun.yaml"
     if not path.is_file():

@@ -7,7 +7,8 @@ ResNets (He et al. 2016, CIFAR variant): 3 stages of basic blocks, depth = 6n + 
 models widen the stages to 64/128/256 channels (stem 32). Wide ResNets (Zagoruyko & Komodakis
 2016): pre-activation blocks, depth = 6n + 4, widths 16k/32k/64k. VGG (bn variant of the
 benchmarks): five conv blocks, max-pooling between them, global average pooling, one linear
-layer. Parameter counts match the published CIFAR-100 ones (checked in tests/test_models_zoo.py).
+layer. Parameter counts match the published CIFAR-100 ones (checked in
+tests/unit/models/test_models_zoo.py).
 Any input size works: the last feature map is globally average-pooled.
 """
 

@@ -1,5 +1,5 @@
 """Long work shows progress, routine work is quiet (kdlightning.job.progress, .progress_bar,
-tracking.drop_anonymous). A real sweep's ``job k/N`` lines: tests/test_cli.py."""
+tracking.drop_anonymous). A real sweep's ``job k/N`` lines: tests/e2e/test_cli.py."""
 
 from __future__ import annotations
 

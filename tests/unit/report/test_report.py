@@ -312,8 +312,8 @@ IMAGE_DATA = {"data": {"_target_": "kdlightning.data.digits.DigitsDataModule"}}
 
 
 def lm_results(seed: int, val: float, test: float, alone: float = 3.50) -> dict[str, Any]:
-    """results.json of a language-model job as kdlightning.lm writes it (tests/test_lm_job.py):
-    bits per byte, loss and perplexity per role, no accuracy."""
+    """results.json of a language-model job as kdlightning.lm writes it
+    (tests/integration/test_lm_job.py): bits per byte, loss and perplexity per role, no accuracy."""
 
     def role(val_bpb: float, test_bpb: float, params: int) -> dict[str, Any]:
         return {"val/loss": val_bpb * 0.6931, "val/bpb": val_bpb, "val/ppl": 2**val_bpb,

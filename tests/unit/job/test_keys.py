@@ -1,6 +1,6 @@
 """No setting silently dropped (kdlightning.job.keys, kdlightning.job.precheck): a key nothing
 reads is refused with the nearest valid one; a value of the wrong kind is refused before the
-slow imports. (The real command line: tests/test_cli.py.)"""
+slow imports. (The real command line: tests/e2e/test_cli.py.)"""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """A user's mistake is one line, a bug keeps its traceback (kdlightning.job.errors). The real
-command line's exit statuses and output: tests/test_cli.py."""
+command line's exit statuses and output: tests/e2e/test_cli.py."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """The command line as a user meets it (kdlightning.job.cli): a mistake is one line and status 2,
 a bug keeps its traceback and status 1, the checks answer before torch loads, a sweep counts its
 jobs, routine noise stays out. Run from the root of a copy of the working tree with the default
-folders, as in tests/test_user_commands.py; HYDRA_FULL_ERROR is unset (the suite's cli_env sets it
-for everything else)."""
+folders, as in tests/e2e/test_user_commands.py; HYDRA_FULL_ERROR is unset (the suite's cli_env
+sets it for everything else)."""
 
 from __future__ import annotations
 

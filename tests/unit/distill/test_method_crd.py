@@ -1,6 +1,7 @@
 """CRD (kdlightning/distill/methods/crd.py): its memory banks keyed by sample index, the
 negatives it draws, the checkpoint (a resumed run continues exactly), the transfer set and the
-whole job. The loss itself: tests/test_losses_methods.py; two processes: test_methods_ddp.py."""
+whole job. The loss itself: tests/unit/distill/test_losses_methods.py; two processes:
+tests/e2e/test_methods_ddp.py."""
 
 from __future__ import annotations
 
