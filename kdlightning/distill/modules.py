@@ -34,7 +34,7 @@ from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from kdlightning.data.base import UNLABELED
-from kdlightning.distill.functional import check_alpha, check_temperature, kd_loss
+from kdlightning.distill.functional import check_alpha, kd_loss
 from kdlightning.distill.hooks import capture
 from kdlightning.distill.methods import KD, Method, no_gather
 
@@ -354,14 +354,14 @@ class DistillationModule(FrozenTeacher, SupervisedModule):
             raise ValueError("teacher and student must be two different modules")
         self.alpha = check_alpha(alpha)
         if method is None:
-            method = KD(temperature=check_temperature(temperature), alpha=self.alpha,
-                        standardize=False)  # fmt: skip
+            # KD checks its own temperature (once, in its constructor)
+            method = KD(temperature=temperature, alpha=self.alpha, standardize=False)
         if method.needs_features and teacher_logits:
             raise ValueError(
                 f"kd.method={method.name} reads the teacher's intermediate features, which cached "
                 "teacher logits do not hold: use kd.teacher_logits=online (or auto)"
             )
-        self.temperature = check_temperature(method.temperature)
+        self.temperature = float(method.temperature)  # checked by the method's constructor
         self.save_hyperparameters(
             ignore=[
                 "teacher",
