@@ -12,6 +12,7 @@ or with a method that reads the teacher's intermediate layers, the teacher must 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -62,17 +63,26 @@ def choose_teacher_logits(
     return mode
 
 
+#: ``progress(batches, total, description)`` -> the same batches, shown as they are consumed
+Progress = Callable[[Iterable[Any], int, str], Iterable[Any]]
+
+
 @torch.no_grad()
-def compute_teacher_logits(teacher: nn.Module, dm: Any) -> dict[str, Tensor]:
+def compute_teacher_logits(
+    teacher: nn.Module, dm: Any, progress: Progress | None = None
+) -> dict[str, Tensor]:
     """The teacher's logits on every sample of every split of a kdlightning classification data
-    module, in sample order (eval mode; on the GPU when there is one)."""
+    module, in sample order (eval mode; on the GPU when there is one); ``progress`` shows the
+    pass (a large data set takes a while)."""
     use_cuda = torch.cuda.is_available()
     device = torch.device("cuda" if use_cuda else "cpu")
     model = teacher.to(device).eval()
     out = {}
     for split in ("train", "val", "test"):
         rows = []
-        for batch in dm.loader(dm.indexed(split), train=False, shard=False):
+        loader = dm.loader(dm.indexed(split), train=False, shard=False)
+        batches = progress(loader, len(loader), f"teacher logits ({split})") if progress else loader
+        for batch in batches:
             rows.append(model(batch[0].to(device)).float().cpu())
         out[split] = torch.cat(rows)
     teacher.to("cpu")

@@ -157,7 +157,8 @@ def test_fashion_mnist_experiment_runs_on_idx_files_without_download(tmp_path: P
 
 
 def test_mnist1d_experiment_runs(tmp_path: Path) -> None:
-    results, _ = run_job(tmp_path, "experiment=mnist1d", "data.num_samples=400", "data.val_size=40")
+    results, _ = run_job(tmp_path, "experiment=mnist1d", "data.num_samples=400", "data.val_size=40",
+                         "kd.teacher_logits=cached")  # fmt: skip
     teacher, distilled = results["teacher"], results["distilled"]
     assert teacher["teacher/val_acc"] == teacher["val/acc"]
     assert teacher["params"] > distilled["params"]

@@ -28,7 +28,9 @@ class FirstRun:
 def first_run(tmp_path_factory: pytest.TempPathFactory) -> FirstRun:
     root = tmp_path_factory.mktemp("train")
     # its own log dir, hence its own teacher/baseline cache: this run trains every stage
-    results, out = run_job(root, "kd.temperature=4", "kd.alpha=0.9", name="first")
+    # cached logits asked for: debug=fast's few batches would make auto pick online
+    results, out = run_job(root, "kd.temperature=4", "kd.alpha=0.9", "kd.teacher_logits=cached",
+                           name="first")  # fmt: skip
     return FirstRun(results, out, root)
 
 
@@ -81,7 +83,8 @@ def test_a_second_job_reuses_teacher_and_baseline_from_the_cache(
     first_run: FirstRun, tmp_path: Path
 ) -> None:
     # Another temperature: the teacher and the student alone are the same, so nothing retrains.
-    results, out = run_job(tmp_path, "kd.temperature=2", log_dir=first_run.log_dir)
+    results, out = run_job(tmp_path, "kd.temperature=2", "kd.teacher_logits=cached",
+                           log_dir=first_run.log_dir)  # fmt: skip
     for role in ("teacher", "baseline"):
         assert results[role]["cache"]["hit"] is True
         assert results[role]["cache"]["trained_in"] == str(first_run.out)

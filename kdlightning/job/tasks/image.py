@@ -9,6 +9,7 @@ latency; the run gets PNG figures; the student can be exported.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import warnings
@@ -31,8 +32,8 @@ from kdlightning.distill.teacher import (
     compute_teacher_logits,
 )
 from kdlightning.figures import write_figures
+from kdlightning.job import progress, tracking
 from kdlightning.job import results as results_io
-from kdlightning.job import tracking
 from kdlightning.job.build import build_method, build_model, optimizer_factories
 from kdlightning.job.cache import logits_key_inputs
 from kdlightning.job.tasks.base import Distiller, Job, Task
@@ -72,7 +73,12 @@ def warn_if_near_chance(role: str, metrics: dict[str, Any], num_classes: int) ->
 
 def teacher_logits_mode(cfg: DictConfig, dm: Any, needs_features: bool = False) -> str:
     """``online`` or ``cached`` from ``kd.teacher_logits`` for this data module
-    (:func:`kdlightning.distill.teacher.choose_teacher_logits`)."""
+    (:func:`kdlightning.distill.teacher.choose_teacher_logits`). ``auto`` in a run that sees a
+    few batches only (``debug=fast``, ``fast_dev_run``, ``limit_train_batches``) is online: a
+    pass over every sample would cost more than the whole run (33 s of 65k Fashion-MNIST
+    images for 3 batches)."""
+    if cfg.kd.get("teacher_logits", "online") == "auto" and progress.limited(cfg.trainer):
+        return choose_teacher_logits("online", needs_features, bool(dm.augments))
     return choose_teacher_logits(
         cfg.kd.get("teacher_logits", "online"), needs_features, bool(dm.augments),
         method=str(cfg.kd.get("method", "kd")), data=type(dm).__name__,
@@ -162,7 +168,15 @@ class ImageTask(Task):
         key = logits_key_inputs(job.cfg, job.teacher, job.cache.data_files)
         start = time.perf_counter()
         teacher, dm = job.teacher, job.dm
-        logits, info = job.cache.tensors("logits", key, lambda: compute_teacher_logits(teacher, dm))
+        shown = bool(job.cfg.trainer.get("enable_progress_bar", True))
+        bar = functools.partial(progress.iterate, enabled=shown)
+
+        def compute() -> dict[str, Tensor]:
+            sizes = ", ".join(f"{len(dm.indexed(s))} {s}" for s in ("train", "val", "test"))
+            log.info("Computing the teacher's logits once (%s samples)", sizes)
+            return compute_teacher_logits(teacher, dm, progress=bar)
+
+        logits, info = job.cache.tensors("logits", key, compute)
         sizes = {split: len(dm.indexed(split)) for split in logits}
         check_logit_rows(logits, sizes, info.get("entry", "the teacher-logits cache"))
         return logits, {"mode": "cached", "seconds": time.perf_counter() - start, "cache": info}

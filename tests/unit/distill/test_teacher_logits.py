@@ -107,3 +107,25 @@ def test_a_stored_table_for_other_data_is_refused_naming_rows_and_samples() -> N
     check_logit_rows(tables, {"train": 5, "val": 4}, "entry")
     with pytest.raises(ValueError, match=r"hold 5 rows for the train split, which has 6 samples"):
         check_logit_rows(tables, {"train": 6, "val": 4}, "entry")
+
+
+def test_auto_is_online_in_a_run_that_sees_a_few_batches() -> None:
+    digits = DigitsDataModule()
+    assert teacher_logits_mode(compose(["kd.teacher_logits=auto"]), digits) == "cached"
+    fast = compose(["kd.teacher_logits=auto", *FAST])  # limit_train_batches=3
+    assert teacher_logits_mode(fast, digits) == "online"
+    assert teacher_logits_mode(compose(["kd.teacher_logits=cached", *FAST]), digits) == "cached"
+
+
+def test_the_logit_pass_reports_its_progress_per_split() -> None:
+    dm = DigitsDataModule(batch_size=256)
+    dm.setup("fit")
+    seen: list[tuple[int, str]] = []
+
+    def progress(batches, total, desc):
+        seen.append((total, desc))
+        return batches
+
+    compute_teacher_logits(MLP(10, (1, 8, 8), [8]), dm, progress=progress)
+    assert [d for _, d in seen] == [f"teacher logits ({s})" for s in ("train", "val", "test")]
+    assert all(total >= 1 for total, _ in seen)
