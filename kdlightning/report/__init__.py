@@ -31,7 +31,7 @@ in its own columns and gives the best setting of each kind (report.json: ``best`
 ``--wandb auto`` (the default) logs the heatmap and the tables to W&B when the jobs used
 ``logger=wandb``, into the same project and group as the jobs (``job_type=report``).
 
-Modules: ``collect`` (job folders -> ``Job`` records), ``aggregate`` (statistics),
+Modules: ``collect`` (job folders -> ``SweepJob`` records), ``aggregate`` (statistics),
 ``render`` (Markdown), ``heatmap`` (PNG), ``write`` (the files), ``cli`` (the command).
 """
 
@@ -45,14 +45,14 @@ from kdlightning.report.aggregate import (
     status_counts,
 )
 from kdlightning.report.cli import main
-from kdlightning.report.collect import AXES, Job, collect_jobs, expected_overrides, read_job
+from kdlightning.report.collect import AXES, SweepJob, collect_jobs, expected_overrides, read_job
 from kdlightning.report.write import BY_ROLE_FILE, FILES, job_rows, write_by_role, write_report
 
 __all__ = [
     "AXES",
     "BY_ROLE_FILE",
     "FILES",
-    "Job",
+    "SweepJob",
     "aggregate",
     "best_by_kind",
     "best_setting",

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from kdlightning.deploy.compare import ROLES
-from kdlightning.report.collect import KINDS, Job, kind_of
+from kdlightning.report.collect import KINDS, SweepJob, kind_of
 
 # aggregate() column -> (role, results.json key) of the distilled student it averages
 STUDENT_COLUMNS = {
@@ -34,10 +34,10 @@ STUDENT_COLUMNS = {
 SELECTION = {"image": ("val_acc", True), "lm": ("val_bpb", False)}
 
 
-def sweep_kinds(items: Iterable[Job] | Iterable[dict[str, Any]]) -> list[str]:
+def sweep_kinds(items: Iterable[SweepJob] | Iterable[dict[str, Any]]) -> list[str]:
     """The kinds (``image``, ``lm``) present among jobs or aggregate rows, in KINDS order;
     more than one: a mixed sweep, never ranked as one."""
-    found = {kind_of(x) if isinstance(x, Job) else x.get("kind", "image") for x in items}
+    found = {kind_of(x) if isinstance(x, SweepJob) else x.get("kind", "image") for x in items}
     return [k for k in KINDS if k in found]
 
 
@@ -47,7 +47,7 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def status_counts(jobs: Sequence[Job]) -> dict[str, int]:
+def status_counts(jobs: Sequence[SweepJob]) -> dict[str, int]:
     """How many jobs have each status, in the order the statuses first appear."""
     statuses = [j.status for j in jobs]
     return {s: statuses.count(s) for s in dict.fromkeys(statuses)}
@@ -63,7 +63,7 @@ def _axis_key(value: float | None) -> tuple[bool, float]:
     return (value is None, 0.0 if value is None else value)
 
 
-def aggregate(jobs: Iterable[Job]) -> list[dict[str, Any]]:
+def aggregate(jobs: Iterable[SweepJob]) -> list[dict[str, Any]]:
     """Mean and sample std over seeds of each setting's finished jobs, sorted by setting.
 
     Each row: ``setting``, ``temperature``, ``alpha``, ``n``, ``seeds``, mean and std of every
@@ -71,7 +71,7 @@ def aggregate(jobs: Iterable[Job]) -> list[dict[str, Any]]:
     model, bits per byte for an image job) and ``kind``. Jobs of different kinds never share a
     row.
     """
-    groups: dict[tuple[str, str, float, float], list[Job]] = {}
+    groups: dict[tuple[str, str, float, float], list[SweepJob]] = {}
     for job in jobs:
         if job.status == "ok" and job.temperature is not None and job.alpha is not None:
             key = (job.setting, kind_of(job) or "image", job.temperature, job.alpha)
@@ -128,7 +128,7 @@ def best_by_kind(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any] | N
 
 
 def reference_accuracy(
-    jobs: Iterable[Job], role: str, key: str = "test/acc"
+    jobs: Iterable[SweepJob], role: str, key: str = "test/acc"
 ) -> tuple[float, float, int] | None:
     """Mean, std and count over seeds of the teacher's or baseline's (``role``) test accuracy,
     or another metric ``key`` of theirs (``test/bpb`` for language models).
@@ -146,7 +146,7 @@ def reference_accuracy(
     return mean, std, len(per_seed)
 
 
-def _role_rows(members: Sequence[Job]) -> list[dict[str, Any]]:
+def _role_rows(members: Sequence[SweepJob]) -> list[dict[str, Any]]:
     rows = []
     for role, label in ROLES:
         present = [j.metrics[role] for j in members if role in j.metrics]
@@ -166,7 +166,7 @@ def _role_rows(members: Sequence[Job]) -> list[dict[str, Any]]:
     return rows
 
 
-def _paired_gain(members: Sequence[Job]) -> dict[str, float] | None:
+def _paired_gain(members: Sequence[SweepJob]) -> dict[str, float] | None:
     # Both students of one job share its seed (init and data order): a paired difference.
     # Language models: the gain is in test bits per byte, alone − distilled (positive: KD better).
     lm = any(kind_of(job) == "lm" for job in members)
@@ -182,14 +182,14 @@ def _paired_gain(members: Sequence[Job]) -> dict[str, float] | None:
     return {"mean": mean, "std": std, "n": n, "wins": sum(g > 0 for g in gains), "metric": key}
 
 
-def by_role(jobs: Iterable[Job]) -> list[dict[str, Any]]:
+def by_role(jobs: Iterable[SweepJob]) -> list[dict[str, Any]]:
     """Seed tables: per (setting, temperature, alpha), each role's test and val accuracy
     (mean, std, count over seeds) and parameter counts, and the paired distilled − alone gain.
 
     ``gain`` is the distilled minus the alone student's test accuracy of each job, in points
     (mean, std, n) with ``wins``, the number of jobs where distillation did better.
     """
-    groups: dict[tuple[str, str, float | None, float | None], list[Job]] = {}
+    groups: dict[tuple[str, str, float | None, float | None], list[SweepJob]] = {}
     for job in jobs:
         if job.status == "ok":
             key = (job.setting, kind_of(job) or "image", job.temperature, job.alpha)

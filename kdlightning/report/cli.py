@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kdlightning.report.collect import Job, collect_jobs
+from kdlightning.report.collect import SweepJob, collect_jobs
 from kdlightning.report.write import BY_ROLE_FILE, write_by_role, write_report
 
 
-def _wandb_settings(jobs: Sequence[Job], choice: str) -> dict[str, Any] | None:
+def _wandb_settings(jobs: Sequence[SweepJob], choice: str) -> dict[str, Any] | None:
     """The W&B settings to log the report with, or None not to log it."""
     settings = next((j.wandb for j in jobs if j.wandb is not None), None)
     if choice == "on":

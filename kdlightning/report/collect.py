@@ -1,4 +1,4 @@
-"""Find the job folders of a Hydra multirun and read each into a plain ``Job`` record.
+"""Find the job folders of a Hydra multirun and read each into a plain ``SweepJob`` record.
 
     from kdlightning.report import collect_jobs
     for job in collect_jobs("logs/distill/multiruns/<date>_<time>_<id>"):
@@ -7,7 +7,7 @@
 A job is read from ``.hydra/overrides.yaml``, ``.hydra/config.yaml`` and ``results.json`` or
 ``failed.json``. Nothing a job leaves behind makes this raise: a garbled, missing or unreadable
 file, a non-numeric ``kd.temperature`` or a NaN accuracy turns into a status (``failed``,
-``unfinished``, ``unreadable``) and a reason in ``Job.error``, for the report to list.
+``unfinished``, ``unreadable``) and a reason in ``SweepJob.error``, for the report to list.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ KINDS = ("image", "lm")
 
 
 @dataclass
-class Job:
+class SweepJob:
     """One job of a multirun as the report sees it: plain values only."""
 
     num: int
@@ -110,7 +110,7 @@ def override_pairs(overrides: Sequence[str]) -> dict[str, str]:
     return dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
 
 
-def _set_axes(job: Job, *sources: Mapping[str, Any]) -> list[str]:
+def _set_axes(job: SweepJob, *sources: Mapping[str, Any]) -> list[str]:
     """Set T, alpha and seed from the first source that has each; returns the problems."""
     problems, values = [], []
     for key in AXES:
@@ -128,7 +128,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _read_results(job: Job, path: Path) -> None:
+def _read_results(job: SweepJob, path: Path) -> None:
     """Fill ``job.metrics`` from results.json; Unreadable when a value is not a finite number."""
     results = _load_json(path)
     if not isinstance(results, dict):
@@ -171,8 +171,8 @@ def _kind_of_metrics(metrics: Mapping[str, Mapping[str, float]]) -> str | None:
     return "image" if any(metrics.values()) else None
 
 
-def kind_of(job: Job) -> str | None:
-    """``image`` or ``lm``: the job's ``kind``, else what its metrics are (a ``Job`` built by
+def kind_of(job: SweepJob) -> str | None:
+    """``image`` or ``lm``: the job's ``kind``, else what its metrics are (a ``SweepJob`` built by
     hand), else ``image`` for a finished job and None for one that tells nothing."""
     kind = job.kind or _kind_of_metrics(job.metrics)
     return kind or ("image" if job.status == "ok" else None)
@@ -192,10 +192,10 @@ def _wandb_settings(cfg: DictConfig) -> dict[str, Any] | None:
     return {k: _select(cfg, f"logger.wandb.{k}") for k in ("project", "entity", "group")}
 
 
-def read_job(job_dir: Path) -> Job:
-    """One job folder as a ``Job``; problems become its status and ``error``, never raise."""
+def read_job(job_dir: Path) -> SweepJob:
+    """One job folder as a ``SweepJob``; problems become its status and ``error``, never raise."""
     num = int(job_dir.name) if job_dir.name.isdigit() else -1
-    job = Job(num=num, dir=job_dir.name, overrides=[])
+    job = SweepJob(num=num, dir=job_dir.name, overrides=[])
     problems: list[str] = []
     try:
         overrides = _load_yaml(job_dir / ".hydra" / "overrides.yaml")
@@ -236,13 +236,15 @@ def read_job(job_dir: Path) -> Job:
     return job
 
 
-def _safe_read_job(job_dir: Path) -> Job:
+def _safe_read_job(job_dir: Path) -> SweepJob:
     try:
         return read_job(job_dir)
     except Exception as err:  # a case read_job does not foresee: list the job, go on
         log.warning("report: could not read %s: %r", job_dir, err)
         num = int(job_dir.name) if job_dir.name.isdigit() else -1
-        return Job(num, job_dir.name, [], status="unreadable", error=f"{type(err).__name__}: {err}")
+        return SweepJob(
+            num, job_dir.name, [], status="unreadable", error=f"{type(err).__name__}: {err}"
+        )
 
 
 def _is_job_dir(path: Path) -> bool:
@@ -255,7 +257,7 @@ def _is_job_dir(path: Path) -> bool:
         return True
 
 
-def _fill_settings(jobs: list[Job]) -> None:
+def _fill_settings(jobs: list[SweepJob]) -> None:
     # A third swept axis (say student=mlp,cnn or kd=dkd,dist) is not averaged with the seeds.
     per_job = [dict(o.split("=", 1) for o in j.overrides if "=" in o) for j in jobs]
     read = [p for p in per_job if p]  # a job with unreadable overrides varies nothing
@@ -265,7 +267,7 @@ def _fill_settings(jobs: list[Job]) -> None:
         job.setting = " ".join(f"{k}={pairs.get(k, '')}" for k in varying)
 
 
-def collect_jobs(sweep_dir: str | Path) -> list[Job]:
+def collect_jobs(sweep_dir: str | Path) -> list[SweepJob]:
     """All jobs of the multirun in ``sweep_dir``, in job order: finished, failed, unfinished,
     unreadable, and those of the grid in ``multirun.yaml`` that never started."""
     sweep_dir = Path(sweep_dir)
@@ -281,7 +283,7 @@ def collect_jobs(sweep_dir: str | Path) -> list[Job]:
         blind = {j.num for j in jobs if not j.overrides}
         for num, overrides in enumerate(expected):
             if tuple(sorted(overrides)) not in seen and num not in blind:
-                job = Job(num=num, dir="", overrides=overrides, status="not started")
+                job = SweepJob(num=num, dir="", overrides=overrides, status="not started")
                 job.error = "; ".join(_set_axes(job, override_pairs(overrides)))
                 jobs.append(job)
         jobs.sort(key=lambda j: j.num)

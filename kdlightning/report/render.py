@@ -17,7 +17,7 @@ from typing import Any
 
 from kdlightning.deploy.compare import markdown_table
 from kdlightning.report.aggregate import reference_accuracy, status_counts, sweep_kinds
-from kdlightning.report.collect import Job, kind_of
+from kdlightning.report.collect import SweepJob, kind_of
 
 # per kind: the results.json key of the teacher's and the student alone's reference metric
 REFERENCE_KEYS = {"image": "test/acc", "lm": "test/bpb"}
@@ -50,7 +50,7 @@ def _fmt(kind: str, value: float | None, std: float | None = None, n: int = 1) -
     return bpb(value, std, n) if kind == "lm" else pct(value, std, n)
 
 
-def jobs_table(jobs: Sequence[Job]) -> str:
+def jobs_table(jobs: Sequence[SweepJob]) -> str:
     """One row per job: its grid point, the distilled student's accuracies (image jobs) or
     bits per byte (language models), its status."""
     kinds = sweep_kinds(jobs) or ["image"]  # one set of columns per kind in the sweep
@@ -103,7 +103,7 @@ def aggregate_table(rows: Sequence[dict[str, Any]], best: Any) -> str:
     return markdown_table(headers, out)
 
 
-def reference_line(jobs: Sequence[Job], kind: str | None = None) -> str:
+def reference_line(jobs: Sequence[SweepJob], kind: str | None = None) -> str:
     """``teacher 97.50 ± 0.71% · student alone 90.00 ± 0.00%`` (test accuracy), or for
     language models ``teacher 6.2481 bpb · student alone 7.2721 bpb`` (test bits per byte);
     ``""`` when there is none. ``kind``: that kind's jobs only; by default every kind, each
@@ -124,7 +124,7 @@ def reference_line(jobs: Sequence[Job], kind: str | None = None) -> str:
     return "; ".join(lines)
 
 
-def problems_list(jobs: Sequence[Job]) -> list[str]:
+def problems_list(jobs: Sequence[SweepJob]) -> list[str]:
     """A Markdown bullet per job that is not ``ok``: where it is, its overrides, why."""
     lines = []
     for j in jobs:
@@ -137,7 +137,7 @@ def problems_list(jobs: Sequence[Job]) -> list[str]:
 
 def report_markdown(
     name: str,
-    jobs: Sequence[Job],
+    jobs: Sequence[SweepJob],
     rows: Sequence[dict[str, Any]],
     best: dict[str, Any] | None,
     heatmap_name: str | None = None,
@@ -268,7 +268,7 @@ def _units(tables: Sequence[dict[str, Any]]) -> str:
     return "in bits per byte (language models: lower is better)." if any(lm) else "in %."
 
 
-def by_role_markdown(name: str, tables: Sequence[dict[str, Any]], jobs: Sequence[Job]) -> str:
+def by_role_markdown(name: str, tables: Sequence[dict[str, Any]], jobs: Sequence[SweepJob]) -> str:
     """report_by_role.md: one seed table per (setting, T, alpha), then the jobs left out."""
     lines = [
         f"# Seed tables: {name}",

@@ -21,7 +21,7 @@ from kdlightning.report.aggregate import (
     status_counts,
     sweep_kinds,
 )
-from kdlightning.report.collect import Job, collect_jobs, kind_of
+from kdlightning.report.collect import SweepJob, collect_jobs, kind_of
 from kdlightning.report.heatmap import plot_heatmap, why_no_heatmap
 from kdlightning.report.render import by_role_markdown, reference_line, report_markdown
 
@@ -40,7 +40,7 @@ LM_JOB_COLUMNS = ("kind", "val_bpb", "test_bpb", "teacher_test_bpb", "baseline_t
 LM_AGGREGATE_COLUMNS = ("kind", "val_bpb_mean", "val_bpb_std", "test_bpb_mean", "test_bpb_std")
 
 
-def job_rows(jobs: Sequence[Job]) -> list[dict[str, Any]]:
+def job_rows(jobs: Sequence[SweepJob]) -> list[dict[str, Any]]:
     """One flat dict per job, the columns of report.csv (and of the W&B ``jobs`` table).
 
     When a job is a language model, also :data:`LM_JOB_COLUMNS`: its kind (``image`` or
@@ -99,7 +99,7 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
-def write_report(sweep_dir: str | Path, jobs: Sequence[Job] | None = None) -> dict[str, Any]:
+def write_report(sweep_dir: str | Path, jobs: Sequence[SweepJob] | None = None) -> dict[str, Any]:
     """Write the report files into ``sweep_dir``.
 
     Language models are reported in bits per byte, their best setting the lowest validation
@@ -164,7 +164,7 @@ def write_report(sweep_dir: str | Path, jobs: Sequence[Job] | None = None) -> di
     return {**summary, "markdown": markdown, "aggregate": rows, "jobs": per_job}
 
 
-def write_by_role(sweep_dir: str | Path, jobs: Sequence[Job] | None = None) -> str:
+def write_by_role(sweep_dir: str | Path, jobs: Sequence[SweepJob] | None = None) -> str:
     """Write report_by_role.md (the seed tables) into ``sweep_dir`` and return its text."""
     sweep_dir = Path(sweep_dir)
     jobs = list(jobs) if jobs is not None else collect_jobs(sweep_dir)

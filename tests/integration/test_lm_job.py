@@ -112,14 +112,14 @@ def test_experiment_composes_with_each_lm_loss():
 
 def test_by_role_report_shows_bits_per_byte_for_lm_runs():
     from kdlightning.report.aggregate import by_role
-    from kdlightning.report.collect import Job
+    from kdlightning.report.collect import SweepJob
     from kdlightning.report.render import seed_table
 
     def job(seed, alone, kd):
         metrics = {"teacher": {"test/bpb": 2.0, "val/bpb": 2.1, "params": 500},
                    "baseline": {"test/bpb": alone, "val/bpb": alone, "params": 50},
                    "distilled": {"test/bpb": kd, "val/bpb": kd, "params": 50}}  # fmt: skip
-        return Job(seed, f"/x/{seed}", [], 1.0, 0.5, seed, "ok", metrics)
+        return SweepJob(seed, f"/x/{seed}", [], 1.0, 0.5, seed, "ok", metrics)
 
     (table,) = by_role([job(0, 3.0, 2.9), job(1, 3.1, 2.95), job(2, 3.0, 3.05)])
     assert table["gain"]["metric"] == "test/bpb" and table["gain"]["wins"] == 2

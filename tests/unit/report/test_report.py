@@ -22,7 +22,7 @@ from kdlightning.job.cache import read_events
 from kdlightning.report import (
     BY_ROLE_FILE,
     FILES,
-    Job,
+    SweepJob,
     aggregate,
     best_setting,
     by_role,
@@ -39,10 +39,10 @@ CSV_COLUMNS = ["num", "dir", "overrides", "temperature", "alpha", "seed", "statu
                "teacher_cached", "error", "setting"]  # fmt: skip
 
 
-def job(t: float, a: float, seed: int, val: float, test: float, status: str = "ok") -> Job:
+def job(t: float, a: float, seed: int, val: float, test: float, status: str = "ok") -> SweepJob:
     ok = status == "ok"
     metrics = {"distilled": {"val/acc": val, "test/acc": test, "test/agreement": 0.9}}
-    return Job(num=0, dir="", overrides=[], temperature=t, alpha=a, seed=seed, status=status,
+    return SweepJob(num=0, dir="", overrides=[], temperature=t, alpha=a, seed=seed, status=status,
                metrics=metrics if ok else {})  # fmt: skip
 
 
@@ -331,10 +331,10 @@ def lm_results(seed: int, val: float, test: float, alone: float = 3.50) -> dict[
     }  # fmt: skip
 
 
-def lm_job(t: float, seed: int, val: float, test: float) -> Job:
+def lm_job(t: float, seed: int, val: float, test: float) -> SweepJob:
     metrics = {"distilled": {"val/bpb": val, "test/bpb": test}}
-    return Job(num=0, dir="", overrides=[], temperature=t, alpha=0.9, seed=seed, metrics=metrics,
-               status="ok")  # fmt: skip
+    return SweepJob(num=0, dir="", overrides=[], temperature=t, alpha=0.9, seed=seed,
+                    metrics=metrics, status="ok")  # fmt: skip
 
 
 def test_language_models_are_ranked_by_the_lowest_validation_bpb() -> None:
@@ -763,7 +763,7 @@ def test_the_report_logs_plain_rows_into_the_jobs_w_and_b_group(
     assert main([str(sweep), "--wandb", "off"]) == 0 and len(wandb.inits) == 1
     assert main([str(sweep), "--by-role"]) == 0 and len(wandb.inits) == 1
     report = write_report(sweep)
-    assert all(isinstance(r, dict) for r in report["jobs"]), "plain rows, not Job objects"
+    assert all(isinstance(r, dict) for r in report["jobs"]), "plain rows, not SweepJob objects"
     capsys.readouterr()
 
 
