@@ -14,9 +14,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,6 +73,27 @@ def run_module(
             f"--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
         )
     return proc
+
+
+def start_train(*args: str) -> subprocess.Popen[str]:
+    """``python -m kdlightning.train args...`` started in a session of its own (the signal tests
+    send to it, or to its process group), output merged into ``stdout``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "kdlightning.train", *args], cwd=REPO_ROOT, env=cli_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+
+
+def wait_for_path(path: Path, proc: subprocess.Popen[str], timeout: float = 240) -> None:
+    """Wait until ``path`` exists; fail (killing the job's session) if ``proc`` ends first or
+    ``timeout`` seconds pass."""
+    start = time.monotonic()
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() - start > timeout:
+            out = proc.communicate()[0] if proc.poll() is not None else ""
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"{path} never appeared (exit {proc.poll()}):\n{out[-3000:]}")
+        time.sleep(0.2)
 
 
 def read_json(path: Path) -> Any:

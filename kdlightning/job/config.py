@@ -22,6 +22,7 @@ from kdlightning.distill.functional import check_alpha, check_temperature
 from kdlightning.distill.teacher import cached_feature_message, check_teacher_logits
 from kdlightning.job.build import build_method, method_class, method_needs
 from kdlightning.job.errors import ConfigError  # defined there: the command line needs no torch
+from kdlightning.job.precheck import check_missing
 
 # Arguments every model builder receives from the data module, never from the config.
 FROM_DATA = ("num_classes", "input_shape")
@@ -202,13 +203,7 @@ def check_benchmark_and_export(cfg: DictConfig) -> None:
 
 def check_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first value that cannot work."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise ConfigError(
-            f"{', '.join(missing)} must be set (the config leaves it as ???), e.g. "
-            f"{missing[0]}=<value> on the command line"
-            + (" (the folder holding train/ and val/)" if missing[0] == "data.root" else "")
-        )
+    check_missing(cfg)
     _number(cfg, "seed", int)
     if cfg.get("task", "distill") == "distill":
         check_kd(cfg)

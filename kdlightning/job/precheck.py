@@ -31,7 +31,7 @@ from kdlightning.job.keys import added_keys, check_added_keys, parse_overrides
 
 log = logging.getLogger(__name__)
 
-#: What ``task=`` can be (``kdlightning.job.run.TASKS`` is the same tuple).
+#: What ``task=`` can be.
 TASKS = ("distill", "classify")
 
 _ABSENT = object()
@@ -41,8 +41,8 @@ def check_task(task: Any) -> str:
     """``task`` if it is one of :data:`TASKS`, else ``ConfigError`` naming them."""
     if task not in TASKS:
         raise ConfigError(
-            f"task={task!r} is not a task; use task=distill (teacher -> student, the default) or "
-            "task=classify (train teacher.model alone on hard labels)"
+            f"unknown task {task!r}: task={task!r} is not a task; use task=distill (teacher -> "
+            "student, the default) or task=classify (train teacher.model alone on hard labels)"
         )
     return task
 

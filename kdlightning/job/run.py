@@ -42,6 +42,7 @@ from kdlightning.job import results as results_io
 from kdlightning.job.cache import StageCache
 from kdlightning.job.config import check_config
 from kdlightning.job.distributed import is_global_zero, job_scope, kill_children
+from kdlightning.job.precheck import TASKS, check_task  # noqa: F401  (TASKS: kdlightning.train)
 from kdlightning.job.resolvers import register_resolvers
 from kdlightning.job.signals import Interrupted, on_signals, signal_of
 from kdlightning.job.stages import Job, baseline_stage, distill_stage, teacher_stage
@@ -52,19 +53,7 @@ log = logging.getLogger(__name__)
 # The frozen teacher is in eval mode on purpose; Lightning's generic warning about it is noise.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training")
 
-TASKS = ("distill", "classify")
-
 register_resolvers()  # conf/hydra/default.yaml names run dirs with ${kdl.run_id:}
-
-
-def check_task(task: str) -> str:
-    """Return ``task`` if it is one of :data:`TASKS`, else raise a ``ValueError`` naming them."""
-    if task not in TASKS:
-        raise ValueError(
-            f"unknown task {task!r}; use task=distill (teacher -> student, the default) or "
-            "task=classify (train teacher.model alone on hard labels)"
-        )
-    return task
 
 
 def run(cfg: DictConfig, output_dir: Path, trainers: list | None = None) -> dict[str, Any]:

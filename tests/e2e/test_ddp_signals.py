@@ -13,13 +13,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import REPO_ROOT, cli_env, read_json
+from conftest import read_json, start_train, wait_for_path
 
 pytestmark = pytest.mark.slow
 
@@ -28,23 +27,8 @@ DDP_CPU = ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
 
 
 def _start(tmp_path: Path, *overrides: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "kdlightning.train", *DDP_CPU, f"paths.log_dir={tmp_path}",
-           f"hydra.run.dir={tmp_path / 'run'}", "cache.enabled=false", "baseline=false",
-           *overrides]  # fmt: skip
-    return subprocess.Popen(
-        cmd, cwd=REPO_ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True,
-    )  # fmt: skip
-
-
-def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
-    start = time.monotonic()
-    while not path.exists():
-        if proc.poll() is not None or time.monotonic() - start > timeout:
-            out = proc.communicate()[0] if proc.poll() is not None else ""
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail(f"{path} never appeared (exit {proc.poll()}):\n{out[-3000:]}")
-        time.sleep(0.2)
+    return start_train(*DDP_CPU, f"paths.log_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}",
+                       "cache.enabled=false", "baseline=false", *overrides)  # fmt: skip
 
 
 def _finish(proc: subprocess.Popen, timeout: float) -> str:
@@ -78,7 +62,7 @@ def test_a_signal_mid_training_ends_the_ddp_job_with_its_status(
     tmp_path: Path, sig: int, whom: str
 ) -> None:
     proc = _start(tmp_path, "trainer.max_epochs=300")
-    _wait_for(tmp_path / "run" / "teacher" / "checkpoints" / "last.ckpt", proc)
+    wait_for_path(tmp_path / "run" / "teacher" / "checkpoints" / "last.ckpt", proc)
     time.sleep(3.0)
     if whom == "parent":
         os.kill(proc.pid, sig)
@@ -92,7 +76,7 @@ def test_a_signal_mid_training_ends_the_ddp_job_with_its_status(
 
 def test_sigterm_ends_a_rank_blocked_in_a_collective(tmp_path: Path) -> None:
     proc = _start(tmp_path, "trainer.max_epochs=300", "distributed.signal_grace_s=3")
-    _wait_for(tmp_path / "run" / "teacher" / "checkpoints" / "last.ckpt", proc)
+    wait_for_path(tmp_path / "run" / "teacher" / "checkpoints" / "last.ckpt", proc)
     time.sleep(3.0)
     children = psutil.Process(proc.pid).children(recursive=True)
     assert children, "no DDP child process"

@@ -7,13 +7,12 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, REPO_ROOT, cli_env, compose, read_json
+from conftest import FAST, compose, read_json, start_train, wait_for_path
 
 from kdlightning.distill.modules import DivergenceError
 from kdlightning.job import run as train
@@ -76,22 +75,8 @@ def test_a_diverging_job_stops_at_once_naming_stage_step_and_fix(tmp_path: Path)
 
 
 def _start(tmp_path: Path, *overrides: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "kdlightning.train", *overrides, "logger=none",
-           f"hydra.run.dir={tmp_path / 'run'}", f"paths.log_dir={tmp_path}"]  # fmt: skip
-    return subprocess.Popen(
-        cmd, cwd=REPO_ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True,
-    )  # fmt: skip
-
-
-def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
-    start = time.monotonic()
-    while not path.exists():
-        if proc.poll() is not None or time.monotonic() - start > timeout:
-            out = proc.communicate()[0] if proc.poll() is not None else ""
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail(f"{path} never appeared (exit {proc.poll()}):\n{out[-3000:]}")
-        time.sleep(0.2)
+    return start_train(*overrides, "logger=none", f"hydra.run.dir={tmp_path / 'run'}",
+                       f"paths.log_dir={tmp_path}")  # fmt: skip
 
 
 @pytest.mark.slow
@@ -99,7 +84,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
 def test_a_signal_during_training_exits_non_zero_and_says_which(tmp_path: Path, sig: int) -> None:
     # long enough to be caught mid-training; the signal is sent once the teacher has started
     proc = _start(tmp_path, "trainer.max_epochs=200", "cache.enabled=false")
-    _wait_for(tmp_path / "run" / "teacher", proc)
+    wait_for_path(tmp_path / "run" / "teacher", proc)
     time.sleep(2.0)
     os.killpg(proc.pid, sig)
     out = proc.communicate(timeout=120)[0]
@@ -138,7 +123,7 @@ def test_sigkill_mid_stage_then_resume_ends_like_an_uninterrupted_run(tmp_path: 
         compose([*RESUMABLE, "logger=none", f"paths.log_dir={tmp_path}"], ref_dir), ref_dir
     )
     proc = _start(tmp_path, *RESUMABLE)
-    _wait_for(tmp_path / "run" / "distilled" / "checkpoints" / "last.ckpt", proc)
+    wait_for_path(tmp_path / "run" / "distilled" / "checkpoints" / "last.ckpt", proc)
     time.sleep(0.5)  # into the next epoch
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
