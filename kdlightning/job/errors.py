@@ -25,6 +25,8 @@ import traceback
 from collections.abc import Iterable
 from pathlib import Path
 
+from kdlightning.files import atomic_write
+
 #: Exit status of a command that stopped on a user's mistake (a bug exits with 1).
 USER_ERROR_STATUS = 2
 
@@ -148,13 +150,15 @@ def report(err: BaseException) -> None:
     raise SystemExit(USER_ERROR_STATUS)
 
 
-def mark_failed(output_dir: Path, err: BaseException) -> None:
-    """``failed.json`` for a job stopped before it started (the same fields as
-    ``kdlightning.job.results.mark_failed``, which needs torch), for the sweep report."""
+def mark_failed(output_dir: Path, err: BaseException, signal_name: str | None = None) -> None:
+    """Record why a job stopped (``failed.json``: the error on one line, the signal that ended
+    it if any, the traceback), for the sweep report. Light (no torch): the command line writes
+    it for a job stopped before it started, the job for one that failed while running."""
     output_dir.mkdir(parents=True, exist_ok=True)
+    what = type(err).__name__ + (f": {describe(err)}" if str(err).strip() else "")
     payload = {
-        "error": f"{type(err).__name__}: {describe(err)}",
-        "signal": None,
+        "error": what,
+        "signal": signal_name,
         "traceback": "".join(traceback.format_exception(err)),
     }
-    (output_dir / "failed.json").write_text(json.dumps(payload, indent=2) + "\n")
+    atomic_write(output_dir / "failed.json", json.dumps(payload, indent=2) + "\n")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from torch import nn
 from kdlightning.deploy.compare import comparison_table, comparison_title, ratios
 from kdlightning.files import atomic_path, atomic_write
 from kdlightning.job.cache import DamagedEntry, load_entry, store_entry
+from kdlightning.job.errors import mark_failed  # noqa: F401  (the job's failed.json)
 
 RESULTS = "results.json"
 FAILED = "failed.json"
@@ -84,17 +84,6 @@ def summary(results: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
         if "method" in results["distilled"]:
             out.setdefault("method", results["distilled"]["method"])
     return out
-
-
-def mark_failed(output_dir: Path, err: BaseException, signal_name: str | None = None) -> None:
-    """Record why a job failed (``failed.json``), for the report to list it."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "error": f"{type(err).__name__}: {err}".strip().rstrip(":"),
-        "signal": signal_name,
-        "traceback": "".join(traceback.format_exception(err)),
-    }
-    write_json(output_dir / FAILED, payload)
 
 
 def save_stage(output_dir: Path, stage: str, model: nn.Module, metrics: dict[str, Any]) -> None:
