@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, TensorDataset
 
+from kdlightning.data.fast import TensorBatches, check_on_device
 from kdlightning.files import fingerprint_files
 
 #: Target of a training sample whose label is withheld (``num_labeled``); losses ignore it.
@@ -171,6 +172,11 @@ class ExactDistributedSampler(DistributedSampler):
         return iter(range(self.rank, self.total_size, self.num_replicas))
 
 
+def _injects_sampler(trainer: L.Trainer) -> bool:
+    # Trainer(use_distributed_sampler=False) leaves DataLoaders unsharded: so does the fast path.
+    return bool(trainer._accelerator_connector.use_distributed_sampler)
+
+
 def batch_as_is(batch: Any) -> Any:
     # IndexedTensors.__getitems__ already returns the batch (module level: workers pickle it).
     return batch
@@ -282,8 +288,10 @@ class ClassificationDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         eval_batch_size: int | None = None,
         num_labeled: int | None = None,
+        on_device: bool | str = "auto",
     ) -> None:
         super().__init__()
+        self.on_device = check_on_device(on_device)
         if int(batch_size) < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size!r}")
         if int(num_workers) < 0:
@@ -369,21 +377,45 @@ class ClassificationDataModule(L.LightningDataModule):
             return IndexedTensors(x, y.long() if targets is None else targets)
         return Indexed(dataset, targets)
 
-    def loader(self, dataset: Dataset, *, train: bool, shard: bool = True) -> DataLoader:
-        """A DataLoader with this module's settings over an :meth:`indexed` data set.
+    def loader(
+        self, dataset: Dataset, *, train: bool, shard: bool = True
+    ) -> DataLoader | TensorBatches:
+        """The batches of an :meth:`indexed` data set, with this module's settings.
 
-        Under DDP, evaluation loaders shard without padding (:class:`ExactDistributedSampler`);
-        ``shard=False`` serves the whole set on every rank.
+        In-memory sets (:class:`IndexedTensors`) are served as whole-tensor batches on the
+        training device unless ``data.on_device=false`` (:mod:`kdlightning.data.fast`: the same
+        order, no per-sample Python; ``num_workers`` and ``pin_memory`` do not apply); others
+        through a DataLoader. Under DDP, training shards as Lightning's distributed sampler does,
+        evaluation without padding (:class:`ExactDistributedSampler`); ``shard=False`` serves
+        the whole set on every rank.
         """
-        collate = batch_as_is if isinstance(dataset, IndexedTensors) else None
         seed = int(getattr(self, "seed", 0))
+        if isinstance(dataset, IndexedTensors) and self.on_device is not False:
+            return self._tensor_batches(dataset, train=train, shard=shard, seed=seed)
+        collate = batch_as_is if isinstance(dataset, IndexedTensors) else None
         return make_loader(self, dataset, train=train, shard=shard, seed=seed, collate_fn=collate)
 
-    def train_dataloader(self) -> DataLoader:
+    def _tensor_batches(
+        self, dataset: IndexedTensors, *, train: bool, shard: bool, seed: int
+    ) -> TensorBatches:
+        trainer = getattr(self, "trainer", None)
+        world, rank, device = 1, 0, torch.device("cpu")
+        if trainer is not None:
+            device = trainer.strategy.root_device  # the GPU when training on one
+            # Training shards whenever Lightning would inject its sampler (the DataLoader path).
+            if trainer.world_size > 1 and (shard if not train else _injects_sampler(trainer)):
+                world, rank = trainer.world_size, trainer.global_rank
+        return TensorBatches(
+            dataset.inputs, dataset.targets, dataset.positions,
+            self.batch_size if train else self.eval_batch_size,
+            train=train, seed=seed, world=world, rank=rank, device=device,
+        )  # fmt: skip
+
+    def train_dataloader(self) -> DataLoader | TensorBatches:
         return self.loader(self.indexed("train", self.train_mode), train=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | TensorBatches:
         return self.loader(self.indexed("val"), train=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | TensorBatches:
         return self.loader(self.indexed("test"), train=False)

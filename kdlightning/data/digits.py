@@ -43,8 +43,11 @@ class DigitsDataModule(ClassificationDataModule):
         pin_memory: bool = False,
         eval_batch_size: int | None = None,
         num_labeled: int | None = None,
+        on_device: bool | str = "auto",
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, eval_batch_size, num_labeled)
+        super().__init__(
+            batch_size, num_workers, pin_memory, eval_batch_size, num_labeled, on_device
+        )
         self.val_fraction = _check_fraction("val_fraction", val_fraction)
         self.test_fraction = _check_fraction("test_fraction", test_fraction)
         if self.val_fraction + self.test_fraction >= 1.0:

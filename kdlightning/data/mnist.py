@@ -174,8 +174,11 @@ class _IdxDataModule(ClassificationDataModule):
         pin_memory: bool = False,
         eval_batch_size: int | None = None,
         num_labeled: int | None = None,
+        on_device: bool | str = "auto",
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, eval_batch_size, num_labeled)
+        super().__init__(
+            batch_size, num_workers, pin_memory, eval_batch_size, num_labeled, on_device
+        )
         self.data_dir = Path(data_dir).expanduser()
         self.val_size = int(val_size)
         self.seed = int(seed)

@@ -39,8 +39,11 @@ class MNIST1DDataModule(ClassificationDataModule):
         pin_memory: bool = False,
         eval_batch_size: int | None = None,
         num_labeled: int | None = None,
+        on_device: bool | str = "auto",
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, eval_batch_size, num_labeled)
+        super().__init__(
+            batch_size, num_workers, pin_memory, eval_batch_size, num_labeled, on_device
+        )
         if int(num_samples) < 20:
             raise ValueError(f"data.num_samples must be >= 20, got {num_samples!r}")
         if not 0.0 < float(train_split) < 1.0:

@@ -18,6 +18,7 @@ from typing import Any
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from kdlightning.data.fast import check_on_device
 from kdlightning.distill.functional import check_alpha, check_temperature
 from kdlightning.distill.teacher import cached_feature_message, check_teacher_logits
 from kdlightning.job.build import build_method, method_class, method_needs
@@ -201,6 +202,17 @@ def check_benchmark_and_export(cfg: DictConfig) -> None:
         raise ConfigError(f"export={export} is for classifiers; leave it null for text data")
 
 
+def check_on_device_key(cfg: DictConfig) -> None:
+    """``data.on_device`` (where a data config has it) must be auto, true or false."""
+    value = OmegaConf.select(cfg, "data.on_device", default=None)
+    if value is None:
+        return
+    try:
+        check_on_device(value)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first value that cannot work."""
     check_missing(cfg)
@@ -215,6 +227,7 @@ def check_config(cfg: DictConfig) -> None:
         )
     _number(cfg, "data.batch_size", int, low=1)
     _number(cfg, "data.num_labeled", int, low=1)
+    check_on_device_key(cfg)
     _number(cfg, "cache.lock_timeout_s", float, low=0)
     check_benchmark_and_export(cfg)
     for role in ("teacher", "student"):
