@@ -31,12 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
-from torchmetrics.classification import MulticlassAccuracy
 
 from kdlightning.data.base import UNLABELED
 from kdlightning.distill.functional import check_alpha, kd_loss
 from kdlightning.distill.hooks import capture
 from kdlightning.distill.methods import KD, Method, no_gather
+from kdlightning.distill.metrics import Accuracy
 
 __all__ = [
     "ClassifierModule",
@@ -76,6 +76,15 @@ warnings.filterwarnings(
 )
 
 
+def _logs_this_step(trainer: L.Trainer) -> bool:
+    """Whether Lightning writes this training step's logged values to the loggers (its own test,
+    read in on_train_batch_end, as it reads it right after)."""
+    connector = getattr(trainer, "_logger_connector", None)
+    if connector is None:  # another Lightning version: log every step, as before
+        return True
+    return bool(connector.should_update_logs or trainer.fast_dev_run)
+
+
 class DivergenceError(FloatingPointError):
     """The training loss became NaN or infinite."""
 
@@ -97,16 +106,11 @@ class SupervisedModule(L.LightningModule):
         self.optimizer_factory = optimizer or default_optimizer
         self.scheduler_factory = scheduler
 
-    def _accuracy(self) -> MulticlassAccuracy:
-        # ignore_index: transfer-set samples without a label (kdlightning.data.base.UNLABELED)
-        # validate_args=False: the per-call input checks cost more than a small student's step;
-        # the inputs are the module's own logits and the data module's targets.
-        return MulticlassAccuracy(
-            num_classes=self.num_classes,
-            average="micro",
-            ignore_index=UNLABELED,
-            validate_args=False,
-        )
+    def _accuracy(self) -> Accuracy:
+        # ignore_index: transfer-set samples without a label (kdlightning.data.base.UNLABELED).
+        # Not torchmetrics' MulticlassAccuracy (same value): its update cost more than a small
+        # student's step and synced with the GPU (kdlightning.distill.metrics).
+        return Accuracy(ignore_index=UNLABELED)
 
     # The global random state (dropout masks, ...) travels with the checkpoint, so that a run
     # resumed from last.ckpt continues exactly as the uninterrupted run would have.
@@ -125,8 +129,9 @@ class SupervisedModule(L.LightningModule):
     # itself, in one collective, at the same place (on_train_epoch_end), before anything reads
     # them. The step values are this rank's own (no collective per step either).
     def on_train_epoch_start(self) -> None:
-        self._train_sums: dict[str, Tensor] = {}
-        self._train_counts: dict[str, int] = {}  # per name: some terms skip some steps (GKD)
+        # per tuple of names logged together: some terms skip some steps (GKD)
+        self._train_sums: dict[tuple[str, ...], Tensor] = {}
+        self._train_counts: dict[tuple[str, ...], int] = {}
 
     def log_train(self, values: Mapping[str, Tensor], batch_size: int) -> None:
         """Log ``train/<name>_step`` for each of ``values`` (``loss`` first, on the progress bar)
@@ -134,25 +139,45 @@ class SupervisedModule(L.LightningModule):
 
         Every rank must log the same names each epoch (they are reduced together). The sums also
         watch for divergence: a non-finite loss makes its sum non-finite, checked without a
-        device-to-host sync per step (:meth:`_check_finite`)."""
+        device-to-host sync per step (:meth:`_check_finite`).
+
+        Under a Trainer the step values reach ``self.log`` in ``on_train_batch_end``, and only on
+        the steps whose logs Lightning writes (every ``log_every_n_steps``): the loggers get the
+        same values, the progress bar shows the loss of the last logged step. A ``self.log``
+        call costs more than a small student's whole step (issue 20's profile)."""
         sums = getattr(self, "_train_sums", None)
         if sums is None:  # a step outside fit's epoch hooks (a test calling training_step)
             self.on_train_epoch_start()
             sums = self._train_sums
-        for name, value in values.items():
-            value = value.detach()
-            self.log(f"train/{name}_step", value, on_step=True, on_epoch=False,
-                     prog_bar=name == "loss", batch_size=batch_size)  # fmt: skip
-            weighted = value.float() * batch_size
-            sums[name] = weighted if name not in sums else sums[name] + weighted
-            self._train_counts[name] = self._train_counts.get(name, 0) + batch_size
+        detached = {name: value.detach() for name, value in values.items()}
+        if self._trainer is None:
+            self._log_train_step(detached, batch_size)
+        else:
+            self._pending_step = (detached, batch_size)
+        # The names of a step, summed as one stacked tensor: one add per step, not one per name.
+        names = tuple(detached)
+        stacked = torch.stack([v.float() for v in detached.values()]) * batch_size
+        sums[names] = stacked if names not in sums else sums[names] + stacked
+        self._train_counts[names] = self._train_counts.get(names, 0) + batch_size
         # One process: look every log interval (a host sync each `log_every_n_steps`, not every
         # step). Under DDP only at the epoch's end, after the reduce, so that every rank stops at
         # the same point instead of one rank raising while the others wait in a collective.
         if self._trainer is not None and self.trainer.world_size == 1:
             every = max(1, int(self.trainer.log_every_n_steps or 1))
             if (self.global_step + 1) % every == 0:
-                self._check_finite(sums.get("loss"))
+                losses = [sum_[group.index("loss")] for group, sum_ in sums.items()
+                          if "loss" in group]  # fmt: skip
+                self._check_finite(sum(losses) if losses else None)  # type: ignore[arg-type]
+
+    def _log_train_step(self, values: Mapping[str, Tensor], batch_size: int) -> None:
+        for name, value in values.items():
+            self.log(f"train/{name}_step", value, on_step=True, on_epoch=False,
+                     prog_bar=name == "loss", batch_size=batch_size)  # fmt: skip
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        pending, self._pending_step = getattr(self, "_pending_step", None), None
+        if pending is not None and _logs_this_step(self.trainer):
+            self._log_train_step(*pending)
 
     def _check_finite(self, loss_sum: Tensor | None) -> None:
         # Stop at a non-finite loss: every later step would only train on garbage, and the job
@@ -167,13 +192,20 @@ class SupervisedModule(L.LightningModule):
 
     def _log_train_epoch(self) -> None:
         sums = getattr(self, "_train_sums", {})
-        names = sorted(sums)
+        # Per name over the epoch's name groups (some terms skip some steps: GKD).
+        by_name: dict[str, Tensor] = {}
+        counts: dict[str, float] = {}
+        for group, stacked in sums.items():
+            for i, name in enumerate(group):
+                by_name[name] = stacked[i] if name not in by_name else by_name[name] + stacked[i]
+                counts[name] = counts.get(name, 0.0) + float(self._train_counts[group])
+        names = sorted(by_name)
         if not names:
             return
-        counts = [float(self._train_counts[n]) for n in names]
         total = torch.cat(
-            [torch.stack([sums[n] for n in names]), sums[names[0]].new_tensor(counts)]
-        )
+            [torch.stack([by_name[n] for n in names]), by_name[names[0]].new_tensor(
+                [counts[n] for n in names])]
+        )  # fmt: skip
         if self._trainer is not None and self.trainer.world_size > 1:
             total = self.trainer.strategy.reduce(total, reduce_op="sum")
         self._check_finite(total[names.index("loss")] if "loss" in names else None)
