@@ -58,7 +58,7 @@ STAGE_INPUTS: dict[str, tuple[str, ...]] = {
 # Settings that change how a run looks or how fast it loads data, never what it learns.
 _IRRELEVANT = {
     "trainer": {"enable_progress_bar", "enable_model_summary", "log_every_n_steps"},
-    "data": {"num_workers", "pin_memory"},
+    "data": {"num_workers", "pin_memory", "on_device"},
 }
 
 # Data settings that change no sample's input, on top of _IRRELEVANT: the logits key skips them.

@@ -31,10 +31,19 @@ def test_gpu_check_smoke_prints_the_table(
         gpu_check.main()
     out = capsys.readouterr().out
     assert "| run " in out and "samples/s" in out
-    rows = [line for line in out.splitlines() if line.startswith(("| student", "| distill"))]
-    assert len(rows) == 2
+    rows = [line for line in out.splitlines() if line.startswith(("| plain", "| student",
+                                                                  "| distill"))]  # fmt: skip
+    assert len(rows) == 7, out[-3000:]
+    names = [r.split("|")[1].strip() for r in rows]
+    assert [n for n in names if n.startswith("distill")] == [
+        "distill online, DataLoader", "distill cached, DataLoader",
+        "distill online, on device", "distill cached, on device",
+    ]  # fmt: skip
     # bf16 autocast reached the student, the training loss stayed float32
     assert all("bfloat16" in r and r.rstrip(" |").endswith("float32") for r in rows), rows
+    # ... and it says what it compares against, with the ratios worked out
+    assert "compared with the plain loop on the same card" in out
+    assert "distill cached, on device / plain alone = " in out
     # ... and the real job ran end to end (trainer=cpu in --smoke, trainer=gpu/fsdp on a GPU)
     assert any(line.startswith("| trainer=cpu | 0 ") for line in out.splitlines()), out[-2000:]
     assert list(tmp_path.glob("logs/cache/teacher/*")), "the job's cache went elsewhere"

@@ -34,6 +34,7 @@ from kdlightning.job.results import finite, mark_failed, write_json
         ("+student.model.num_classes=7", "student.model.num_classes is set from the data set"),
         ("+teacher.model.chanels=[4]", "teacher.model has no argument chanels"),
         ("data=imagefolder", "data.root must be set (the config leaves it as ???)"),
+        ("data.on_device=gpu", "data.on_device='gpu' is not one of auto, true, false"),
     ],
 )  # fmt: skip
 def test_bad_values_stop_before_any_work_naming_key_and_value(override: str, message: str) -> None:
