@@ -1,6 +1,6 @@
 """bf16-mixed distillation on one GPU: samples/s online vs cached vs on-device, vs a plain loop.
 
-    python benchmarks/gpu_check.py            # one GPU, resnet32x4 -> resnet8x4, 2-3 minutes
+    python benchmarks/gpu_check.py            # one GPU, resnet32x4 -> resnet8x4 (sized for < 5 min)
     python benchmarks/gpu_check.py --smoke    # tiny models on whatever device there is (tests)
 
 The CIFAR-100 pair of the KD literature (resnet32x4, 7.4M parameters -> resnet8x4, 1.2M) on a

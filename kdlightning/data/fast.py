@@ -103,6 +103,9 @@ class TensorBatches:
         self._resume: dict[str, int] | None = None  # from load_state_dict, used once
         self._served = 0  # batches handed out in the current epoch (state_dict)
 
+    #: Lightning reads a loader's ``batch_sampler`` next to its ``sampler`` (None: no such)
+    batch_sampler = None
+
     # Lightning's _set_sampler_epoch calls ``loader.sampler.set_epoch``: be our own sampler.
     @property
     def sampler(self) -> TensorBatches:

@@ -100,6 +100,9 @@ class _Recorder(L.LightningModule):
         self.seen.append(batch[2].tolist())
         return F.cross_entropy(self.model(batch[0].flatten(1)), batch[1])
 
+    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
+        self.log("val/loss", F.cross_entropy(self.model(batch[0].flatten(1)), batch[1]))
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
@@ -109,7 +112,7 @@ def _fit(root: Path, steps: int, ckpt: str | None = None, every: int | None = No
                                                      save_top_k=-1)] if every else []  # fmt: skip
     trainer = L.Trainer(
         max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, callbacks=callbacks,
+        enable_model_summary=False, limit_val_batches=1, callbacks=callbacks,
         enable_checkpointing=bool(every), default_root_dir=root,
     )  # fmt: skip
     module = _Recorder()
