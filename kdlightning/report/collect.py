@@ -5,9 +5,10 @@
         print(job.num, job.kind, job.temperature, job.alpha, job.seed, job.status, job.error)
 
 A job is read from ``.hydra/overrides.yaml``, ``.hydra/config.yaml`` and ``results.json`` or
-``failed.json``. Nothing a job leaves behind makes this raise: a garbled, missing or unreadable
-file, a non-numeric ``kd.temperature`` or a NaN accuracy turns into a status (``failed``,
-``unfinished``, ``unreadable``) and a reason in ``SweepJob.error``, for the report to list.
+``failed.json``, through :mod:`kdlightning.job.runfiles` (the one reader of a run directory).
+Nothing a job leaves behind makes this raise: a garbled, missing or unreadable file, a
+non-numeric ``kd.temperature`` or a NaN accuracy turns into a status (``failed``, ``unfinished``,
+``unreadable``) and a reason in ``SweepJob.error``, for the report to list.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from kdlightning.job import runfiles
 from kdlightning.job.sweepdir import expected_overrides
 
 log = logging.getLogger(__name__)
@@ -70,16 +72,16 @@ class Unreadable(Exception):
 
 def _load_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as err:  # ValueError: bad JSON or bad UTF-8
-        raise Unreadable(f"{path.name}: {type(err).__name__}: {err}") from err
+        return runfiles.read_json(path)
+    except runfiles.RunFileError as err:
+        raise Unreadable(str(err)) from err
 
 
 def _load_yaml(path: Path) -> DictConfig | ListConfig:
     try:
-        return OmegaConf.load(path)
-    except Exception as err:  # yaml.YAMLError, OSError, UnicodeDecodeError, ...
-        raise Unreadable(f".hydra/{path.name}: {type(err).__name__}: {err}") from err
+        return runfiles.read_yaml(path)
+    except runfiles.RunFileError as err:
+        raise Unreadable(str(err)) from err
 
 
 def _select(cfg: DictConfig, key: str) -> Any:
@@ -198,15 +200,14 @@ def read_job(job_dir: Path) -> SweepJob:
     job = SweepJob(num=num, dir=job_dir.name, overrides=[])
     problems: list[str] = []
     try:
-        overrides = _load_yaml(job_dir / ".hydra" / "overrides.yaml")
-        if not isinstance(overrides, ListConfig):
-            raise Unreadable(".hydra/overrides.yaml is not a list of overrides")
-        job.overrides = [str(o) for o in overrides]
-    except Unreadable as err:
+        job.overrides = runfiles.read_overrides(job_dir)
+    except runfiles.RunFileError as err:
         problems.append(str(err))
     config: dict[str, Any] = {}
     try:
-        cfg = _load_yaml(job_dir / ".hydra" / "config.yaml")
+        # Hydra's copy, unresolved: a job that failed at start-up has no config.yaml, and only
+        # plain values are read (_select), so an unresolvable path never hides the job.
+        cfg = _load_yaml(job_dir / runfiles.HYDRA_DIR / "config.yaml")
         if not isinstance(cfg, DictConfig):
             raise Unreadable(".hydra/config.yaml is not a mapping")
         config = {key: _select(cfg, key) for key in AXES}
@@ -216,7 +217,8 @@ def read_job(job_dir: Path) -> SweepJob:
         problems.append(str(err))
     problems += _set_axes(job, config, override_pairs(job.overrides))
 
-    results_path, failed_path = job_dir / "results.json", job_dir / "failed.json"
+    results_path = runfiles.run_file(job_dir, "results")
+    failed_path = runfiles.run_file(job_dir, "failed")
     if results_path.exists():
         try:
             _read_results(job, results_path)
