@@ -172,3 +172,17 @@ def test_a_real_hydra_multirun_finds_the_plugin(tmp_path: Path, monkeypatch) -> 
           for n in folders]  # fmt: skip
     assert saved.best_value == max(-((x - 3.0) ** 2) for x in xs if x <= 9)
     assert OmegaConf.load(sweep_dir / "multirun.yaml").hydra.sweeper.n_trials == 4
+
+
+@pytest.mark.slow  # Optuna creates its SQLite schema (SQLAlchemy, alembic): 2-6 s
+def test_a_stored_study_is_continued_by_a_second_run(tmp_path: Path) -> None:
+    """``storage`` + ``study_name``: the second run adds its trials to the first run's study,
+    and its job numbers go on from there (folder n is still trial n)."""
+    stored = {"storage": f"sqlite:///{tmp_path / 'optuna.db'}", "study_name": "kd"}
+    first, _ = sweeper_for(tmp_path / "a", fake_task, n_trials=3, **stored)
+    first.sweep([])
+    second, launcher = sweeper_for(tmp_path / "b", fake_task, n_trials=2, **stored)
+    second.sweep([])
+    assert launcher.first_nums == [3, 4]
+    saved = OmegaConf.load(tmp_path / "b" / "optimization_results.yaml")
+    assert saved.n_trials == 5
