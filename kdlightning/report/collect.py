@@ -5,10 +5,12 @@
         print(job.num, job.kind, job.temperature, job.alpha, job.seed, job.status, job.error)
 
 A job is read from ``.hydra/overrides.yaml``, ``.hydra/config.yaml`` and ``results.json`` or
-``failed.json``, through :mod:`kdlightning.job.runfiles` (the one reader of a run directory).
-Nothing a job leaves behind makes this raise: a garbled, missing or unreadable file, a
-non-numeric ``kd.temperature`` or a NaN accuracy turns into a status (``failed``, ``unfinished``,
-``unreadable``) and a reason in ``SweepJob.error``, for the report to list.
+``failed.json``, through :mod:`kdlightning.job.runfiles` (the one reader of a run directory);
+an Optuna search's folder also holds ``optimization_results.yaml`` (:func:`optuna_results`), its
+jobs are read like a grid's. Nothing a job leaves behind makes this raise: a garbled, missing or
+unreadable file, a non-numeric ``kd.temperature`` or a NaN accuracy turns into a status
+(``failed``, ``unfinished``, ``unreadable``) and a reason in ``SweepJob.error``, for the report
+to list.
 """
 
 from __future__ import annotations
@@ -267,6 +269,20 @@ def _fill_settings(jobs: list[SweepJob]) -> None:
     varying = sorted(k for k in keys if len({p.get(k) for p in read}) > 1)
     for job, pairs in zip(jobs, per_job, strict=True):
         job.setting = " ".join(f"{k}={pairs.get(k, '')}" for k in varying)
+
+
+def optuna_results(sweep_dir: str | Path) -> dict[str, Any] | None:
+    """The Optuna sweeper's ``optimization_results.yaml`` (``best_params``, ``best_value``,
+    ``best_trial``, ...) as plain values; None when the folder has none or it is unreadable."""
+    path = Path(sweep_dir) / "optimization_results.yaml"
+    if not path.is_file():
+        return None
+    try:
+        found = OmegaConf.to_container(_load_yaml(path))
+    except Unreadable as err:
+        log.warning("report: %s is unreadable (%s); the jobs are reported without it", path, err)
+        return None
+    return found if isinstance(found, dict) and "best_params" in found else None
 
 
 def collect_jobs(sweep_dir: str | Path) -> list[SweepJob]:
