@@ -48,6 +48,7 @@ __all__ = [
     "masked_mean",
     "next_token_ce",
     "reverse_kl",
+    "topk_forward_kl",
 ]
 
 #: The ``kd.method`` names of the token-level losses (``conf/kd/<name>.yaml``).
@@ -143,6 +144,38 @@ def forward_kl(
     return divergence(
         lambda s, t: _kl(t, s), student_logits, teacher_logits, mask, temperature, chunk_size
     )
+
+
+def topk_forward_kl(
+    student_logits: Tensor,
+    values: Tensor,
+    indices: Tensor,
+    mask: Tensor,
+    temperature: float = 1.0,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """:func:`forward_kl` against a teacher kept as its top ``k`` logits per token (``values``
+    and their token ids ``indices``, ``(batch, seq, k)``; ``kdlightning.lm.cached``), the rest
+    dropped: ``T^2 sum_j q_j (log q_j - log p_s[idx_j])`` with ``q = softmax(values / T)``.
+
+    The same value as ``forward_kl(student, dense_from_topk(values, indices, V), ...)``, without
+    building the dense ``(batch, seq, V)`` teacher logits and their log-softmax: the student's
+    log-softmax is gathered at the ``k`` ids. On ``experiment=lm_pydocs`` (V = 256, k = 32) that
+    is what keeps a cached-logit step near the student's own cost (docs/performance.md)."""
+    t = check_temperature(temperature)
+    _check(student_logits, mask, mask)
+    if values.shape != indices.shape or values.shape[:2] != student_logits.shape[:2]:
+        raise ValueError(
+            f"top-k values {tuple(values.shape)} and indices {tuple(indices.shape)} must both be "
+            f"(batch, seq, k) for student logits {tuple(student_logits.shape)}"
+        )
+
+    def per_token(s: Tensor, v: Tensor, i: Tensor) -> Tensor:
+        log_p_s = F.log_softmax(s.float() / t, dim=-1).gather(-1, i.long())
+        log_q = F.log_softmax(v.float() / t, dim=-1)
+        return kl_terms(log_q, log_p_s).sum(-1)
+
+    return _chunked_mean(per_token, (student_logits, values, indices), mask, chunk_size) * (t * t)
 
 
 def reverse_kl(

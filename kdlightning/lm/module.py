@@ -30,7 +30,7 @@ from kdlightning.distill.modules import (
 )
 from kdlightning.lm.cached import dense_from_topk
 from kdlightning.lm.data import bits_per_byte
-from kdlightning.lm.losses import lm_divergence, next_token_ce
+from kdlightning.lm.losses import lm_divergence, next_token_ce, topk_forward_kl
 from kdlightning.lm.on_policy import (
     check_fraction,
     is_on_policy_step,
@@ -170,6 +170,8 @@ class LMDistillationModule(FrozenTeacher, _LMBase):
         if teacher is student:
             raise ValueError("teacher and student must be two different modules")
         self.divergence = lm_divergence(method, beta)
+        # forward KL against stored top-k logits is computed on the k ids alone (no dense teacher)
+        self.sparse_topk = method == "forward_kl"
         self.on_policy = check_fraction(on_policy)
         self.prompt_tokens, self.seed = int(prompt_tokens), int(seed)
         if self.on_policy and teacher_topk:
@@ -210,9 +212,15 @@ class LMDistillationModule(FrozenTeacher, _LMBase):
 
     def _terms(self, batch: Batch, split: str) -> tuple[Tensor, Tensor, Tensor]:
         x, y, mask = batch[0], batch[1], batch[2]
-        t_logits = self._teacher_for(batch, split)
         s_logits = self.student(x)
-        kd = self.divergence(s_logits, t_logits, mask, self.temperature, self.chunk_size)
+        if self.sparse_topk and split in self.cached_splits:
+            values = getattr(self, f"topk_{split}_values")[batch[3]]
+            indices = getattr(self, f"topk_{split}_indices")[batch[3]]
+            kd = topk_forward_kl(s_logits, values, indices, mask, self.temperature,
+                                 self.chunk_size)  # fmt: skip
+        else:
+            t_logits = self._teacher_for(batch, split)
+            kd = self.divergence(s_logits, t_logits, mask, self.temperature, self.chunk_size)
         ce = next_token_ce(s_logits, y, mask, self.chunk_size)
         return kd, ce, mask
 
