@@ -54,23 +54,9 @@ def test_lm_throughput_benchmark_prints_every_variant_and_the_kl_rows(
     # 2 steps per variant on 40 pydocs topics, one tiny KL shape, no peak processes: five
     # Trainers and the top-k pass (79 s on the shared 2-core machine under load, hence slow)
     with kept_environ():
-        _script("lm_throughput").main(
-            [
-                "--steps",
-                "2",
-                "--rounds",
-                "1",
-                "--max-documents",
-                "40",
-                "--kl-shapes",
-                "2x16x256",
-                "--kl-chunks",
-                "4",
-                "--kl-reps",
-                "1",
-                "--no-peak",
-            ]  # fmt: skip
-        )
+        args = ["--steps", "2", "--rounds", "1", "--max-documents", "40", "--kl-shapes",
+                "2x16x256", "--kl-chunks", "4", "--kl-reps", "1", "--no-peak"]  # fmt: skip
+        _script("lm_throughput").main(args)
     out = capsys.readouterr().out
     names = [r[0] for r in _rows(out)]
     assert names[1:6] == ["plain alone", "plain KD online", "lightning alone", "lightning online",
