@@ -25,7 +25,7 @@ kept. tokens/s counts every input token of the batches (steps x batch x block).
 
 Chunked KL: ``kdlightning.lm.losses.forward_kl`` forward + backward on random ``(batch, seq,
 vocab)`` logits, unchunked (``chunk_size=None``) vs chunked; time is the median of ``--kl-reps``
-(interleaved), peak memory the growth of the peak resident set (``ru_maxrss``) of a fresh
+(interleaved), peak memory the growth of the peak resident set (``VmHWM``, Linux) of a fresh
 process (torch and the losses imported, nothing else) that runs one forward + backward, over
 its resident set (psutil) just before: torch's CPU allocator gives large blocks back to the
 system, so an RSS delta read after the fact would miss the peak, and tracemalloc does not see
@@ -178,7 +178,7 @@ def kl_step(s: Tensor, t: Tensor, mask: Tensor, chunk: int | None) -> None:
 # A fresh interpreter that imports torch and the losses only (no Lightning: its imports would
 # set a higher peak than a small loss): the peak's growth over one forward + backward, in MiB.
 _PEAK_CHILD = """
-import resource, sys, psutil, torch
+import sys, psutil, torch
 from kdlightning.lm.losses import forward_kl
 shape, chunk = tuple(int(x) for x in sys.argv[1].split("x")), eval(sys.argv[2])
 g = torch.Generator().manual_seed(0)
@@ -186,13 +186,16 @@ s = torch.randn(*shape, generator=g).requires_grad_(True)
 t, mask = torch.randn(*shape, generator=g), torch.ones(shape[:2], dtype=torch.bool)
 before = psutil.Process().memory_info().rss
 forward_kl(s, t, mask, 1.0, chunk).backward()
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before) / 2**20)
+# VmHWM: this address space's peak (ru_maxrss would carry the forking parent's peak over)
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print((int(hwm.split()[1]) * 1024 - before) / 2**20)
 """
 
 
 def peak_growth_mib(shape: str, chunk: int | None) -> float:
     """The peak resident set's growth over one forward + backward, in a fresh process."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # the caller's PYTHONPATH wins: the same kdlightning as this process (e.g. another checkout's)
+    env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", str(ROOT))}
     out = subprocess.run([sys.executable, "-c", _PEAK_CHILD, shape, repr(chunk)], check=True,
                          capture_output=True, text=True, env=env).stdout  # fmt: skip
     return max(0.0, float(out.split()[-1]))
@@ -243,6 +246,12 @@ def report(tp: dict[str, Any], kl: list[dict[str, Any]], args: argparse.Namespac
         f"lightning online / plain KD online = "
         f"{sec['lightning online'] / sec['plain KD online']:.2f}x",
         "",
+    ]
+    return "\n".join(lines) + "\n" + report_kl(kl)
+
+
+def report_kl(kl: list[dict[str, Any]]) -> str:
+    lines = [
         "| KL logits (BxLxV) | chunk_size | fwd+bwd ms | vs unchunked | peak RSS growth (MiB) |",
         "|---|---|---|---|---|",
     ]
@@ -263,12 +272,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kl-chunks", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--kl-reps", type=int, default=5)
     parser.add_argument("--no-peak", action="store_true", help="skip the peak-memory processes")
+    parser.add_argument("--kl-only", action="store_true", help="the chunked-KL table alone")
     args = parser.parse_args(argv)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     start = time.perf_counter()
-    tp = throughput(args)
     kl = chunked_kl(args)
-    print(report(tp, kl, args))
+    if args.kl_only:
+        print(report_kl(kl))
+    else:
+        tp = throughput(args)
+        print(report(tp, kl, args))
     print(f"\nwall {time.perf_counter() - start:.0f} s")
 
 
