@@ -28,8 +28,8 @@ def _rows(out: str) -> list[list[str]]:
 def test_logit_store_benchmark_measures_every_layout(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # 2,000 x 100 logits, one process (--procs 1 runs the workers in this process): 16 s on the
-    # shared 2-core machine under load, a few seconds when idle
+    # 2,000 x 100 logits, one process (--procs 1 runs the workers in this process): 4-16 s on
+    # the shared 2-core machine
     args = ["--rows", "2000", "--classes", "100", "--k", "3", "--lookups", "4", "--rounds", "1",
             "--procs", "1", "--dir", str(tmp_path), "--json", str(tmp_path / "r.json")]  # fmt: skip
     _script("logit_store").main(args)
@@ -52,7 +52,7 @@ def test_lm_throughput_benchmark_prints_every_variant_and_the_kl_rows(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # 2 steps per variant on 40 pydocs topics, one tiny KL shape, no peak processes: five
-    # Trainers and the top-k pass (79 s on the shared 2-core machine under load, hence slow)
+    # Trainers and the top-k pass (35-79 s on the shared 2-core machine, hence slow)
     with kept_environ():
         args = ["--steps", "2", "--rounds", "1", "--max-documents", "40", "--kl-shapes",
                 "2x16x256", "--kl-chunks", "4", "--kl-reps", "1", "--no-peak"]  # fmt: skip
