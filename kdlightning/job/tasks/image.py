@@ -120,6 +120,8 @@ class ImageTask(Task):
                 f"{type(dm).__name__} is not text; use data=pydocs or data=text_files (e.g. "
                 "experiment=lm_pydocs), or an image method such as kd=kd"
             )
+        if cfg.get("task", "distill") == "distill":  # k <= the classes: said before the teacher
+            check_topk(cfg.kd.get("logits_topk"), dm.num_classes)
 
     def build(self, model_cfg: DictConfig, dm: Any, role: str) -> nn.Module:
         return build_model(model_cfg, dm, role)

@@ -180,3 +180,11 @@ def test_the_config_check_refuses_topk_where_it_cannot_work(
 
 def test_the_config_check_accepts_topk_and_float16() -> None:
     check_config(compose(["kd.logits_topk=5", "kd.logits_dtype=float16"]))
+
+
+def test_a_topk_above_the_class_count_stops_the_job_before_the_teacher(tmp_path: Path) -> None:
+    from conftest import run_job
+
+    with pytest.raises(ValueError, match=r"kd.logits_topk=11 exceeds the data's 10 classes"):
+        run_job(tmp_path, "kd.logits_topk=11")
+    assert not (tmp_path / "job" / "teacher").exists()
