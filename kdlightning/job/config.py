@@ -18,6 +18,7 @@ from typing import Any
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from kdlightning.distill.logit_store import check_dtype, check_topk
 from kdlightning.distill.teacher import cached_feature_message, check_teacher_logits
 from kdlightning.job.build import build_method, method_class, method_needs
 from kdlightning.job.errors import ConfigError  # defined there: the command line needs no torch
@@ -123,6 +124,41 @@ def check_kd(cfg: DictConfig) -> None:
             check_teacher_logits(kd.teacher_logits)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    check_logit_store(kd)
+
+
+def check_logit_store(kd: DictConfig) -> None:
+    """``kd.logits_dtype`` names a stored type; ``kd.logits_topk`` is a positive integer (its
+    bound, the class count, is checked once the data is read), with cached logits, for the KD
+    loss: a top-k teacher drops its other classes (probability 0), which the forward KL of
+    ``kd=kd`` is defined for; the others read what was dropped (z-scores, DKD's non-target
+    split, DIST's correlations over every class)."""
+    if kd.get("logits_dtype") is not None:
+        try:
+            check_dtype(kd.logits_dtype)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    k = kd.get("logits_topk")
+    if k is None:
+        return
+    try:
+        check_topk(k)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    method = kd.get("method", "kd")
+    if method != "kd" or kd.get("standardize"):
+        raise ConfigError(
+            f"kd.logits_topk={k} with kd={method}"
+            f"{' and kd.standardize=true' if kd.get('standardize') else ''}: the top-k teacher "
+            "gives its other classes probability 0, which only the KD loss (forward KL, kd=kd "
+            "with standardize=false) is defined for; use kd=kd, or kd.logits_topk=null"
+        )
+    if kd.get("teacher_logits") == "online":
+        raise ConfigError(
+            f"kd.logits_topk={k} keeps the teacher's top {k} stored logits per sample, but "
+            "kd.teacher_logits=online runs the teacher on every batch; set "
+            "kd.teacher_logits=cached (or auto), or kd.logits_topk=null"
+        )
 
 
 def check_feature_layers(cfg: DictConfig) -> None:

@@ -29,8 +29,8 @@ from kdlightning.distill.modules import (
 )
 from kdlightning.lm.cached import dense_from_topk
 from kdlightning.lm.data import bits_per_byte
-from kdlightning.lm.losses import next_token_ce
-from kdlightning.lm.methods import TokenMethod, token_method
+from kdlightning.lm.losses import next_token_ce, topk_forward_kl
+from kdlightning.lm.methods import ForwardKL, TokenMethod, token_method
 from kdlightning.lm.on_policy import (
     is_on_policy_step,
     step_generator,
@@ -179,6 +179,8 @@ class LMDistillationModule(FrozenTeacher, _LMBase):
         self.chunk_size = method.chunk_size
         self.on_policy, self.prompt_tokens = method.on_policy, method.prompt_tokens
         self.seed = int(seed)
+        # forward KL against stored top-k logits is computed on the k ids alone (no dense teacher)
+        self.sparse_topk = isinstance(method, ForwardKL)
         if self.on_policy and teacher_topk:
             raise ValueError(
                 "kd.on_policy > 0 scores sequences the student writes during training: stored "
@@ -218,9 +220,14 @@ class LMDistillationModule(FrozenTeacher, _LMBase):
 
     def _terms(self, batch: Batch, split: str) -> tuple[Tensor, Tensor, Tensor]:
         x, y, mask = batch[0], batch[1], batch[2]
-        t_logits = self._teacher_for(batch, split)
         s_logits = self.student(x)
-        kd = self.method.divergence(s_logits, t_logits, mask)
+        if self.sparse_topk and split in self.cached_splits:
+            values = getattr(self, f"topk_{split}_values")[batch[3]]
+            indices = getattr(self, f"topk_{split}_indices")[batch[3]]
+            kd = topk_forward_kl(s_logits, values, indices, mask, self.temperature,
+                                 self.chunk_size)  # fmt: skip
+        else:
+            kd = self.method.divergence(s_logits, self._teacher_for(batch, split), mask)
         ce = next_token_ce(s_logits, y, mask, self.chunk_size)
         return kd, ce, mask
 

@@ -23,6 +23,8 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from kdlightning.deploy.measure import benchmark_settings, measure_costs
+from kdlightning.distill.logit_store import LAYOUT_VERSION, LogitTable, check_topk, to_layout
+from kdlightning.distill.logit_store import tables as logit_tables
 from kdlightning.distill.modules import ClassifierModule, DistillationModule
 from kdlightning.distill.teacher import (
     check_logit_rows,
@@ -33,7 +35,8 @@ from kdlightning.figures import write_figures
 from kdlightning.job import progress, tracking
 from kdlightning.job import results as results_io
 from kdlightning.job.build import build_method, build_model, method_class, optimizer_factories
-from kdlightning.job.cache import logits_key_inputs
+from kdlightning.job.cache import TENSOR_FILES, logits_key_inputs
+from kdlightning.job.distributed import is_global_zero
 from kdlightning.job.tasks.base import Distiller, Job, Task
 
 log = logging.getLogger(__name__)
@@ -73,11 +76,15 @@ def teacher_logits_mode(cfg: DictConfig, dm: Any, needs_features: bool = False) 
     (:func:`kdlightning.distill.teacher.choose_teacher_logits`). ``auto`` in a run that sees a
     few batches only (``debug=fast``, ``fast_dev_run``, ``limit_train_batches``) is online: a
     pass over every sample would cost more than the whole run (33 s of 65k Fashion-MNIST
-    images for 3 batches)."""
-    if cfg.kd.get("teacher_logits", "online") == "auto" and progress.limited(cfg.trainer):
+    images for 3 batches). ``kd.logits_topk`` makes ``auto`` cached: only stored logits are
+    truncated to the top k (and refused, with the reason, where cached logits cannot serve)."""
+    mode = cfg.kd.get("teacher_logits", "online")
+    if mode == "auto" and cfg.kd.get("logits_topk") is not None:
+        mode = "cached"
+    elif mode == "auto" and progress.limited(cfg.trainer):
         return choose_teacher_logits("online", needs_features, bool(dm.augments))
     return choose_teacher_logits(
-        cfg.kd.get("teacher_logits", "online"), needs_features, bool(dm.augments),
+        mode, needs_features, bool(dm.augments),
         method=str(cfg.kd.get("method", "kd")), data=type(dm).__name__,
     )  # fmt: skip
 
@@ -111,6 +118,8 @@ class ImageTask(Task):
                 f"{type(dm).__name__} is not text; use data=pydocs or data=text_files (e.g. "
                 "experiment=lm_pydocs), or an image method such as kd=kd"
             )
+        if cfg.get("task", "distill") == "distill":  # k <= the classes: said before the teacher
+            check_topk(cfg.kd.get("logits_topk"), dm.num_classes)
 
     def build(self, model_cfg: DictConfig, dm: Any, role: str) -> nn.Module:
         return build_model(model_cfg, dm, role)
@@ -150,7 +159,8 @@ class ImageTask(Task):
             method = build_method(cfg.kd, job.teacher, student, dm.input_shape,
                                   num_train=len(dm.indexed("train")))  # fmt: skip
         mode = teacher_logits_mode(cfg, dm, method.needs_features)
-        logits, logits_info = (None, {"mode": "online"})
+        logits: dict[str, LogitTable] | None = None
+        logits_info: dict[str, Any] = {"mode": "online"}
         if mode == "cached":
             logits, logits_info = self._cached_logits(job)
         log.info("Distilling the student (kd=%s, T=%g, %s teacher logits)", method_name,
@@ -162,22 +172,33 @@ class ImageTask(Task):
         )  # fmt: skip
         return Distiller(student, module, {"method": method_name, "teacher_logits": logits_info})
 
-    def _cached_logits(self, job: Job) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        key = logits_key_inputs(job.cfg, job.teacher, job.cache.data_files)
+    def _cached_logits(self, job: Job) -> tuple[dict[str, LogitTable], dict[str, Any]]:
+        """The teacher's logits in the stored layout ``kd.logits_dtype`` / ``kd.logits_topk``
+        (``kdlightning.distill.logit_store``), from the cache (memory-mapped) or computed."""
+        kd, teacher, dm = job.cfg.kd, job.teacher, job.dm
+        topk = check_topk(kd.get("logits_topk"), dm.num_classes)
+        dtype = str(kd.get("logits_dtype", "float32"))
+        layout = {"layout": LAYOUT_VERSION, "dtype": dtype, "topk": topk}
+        key = {**logits_key_inputs(job.cfg, teacher, job.cache.data_files), "store": layout}
         start = time.perf_counter()
-        teacher, dm = job.teacher, job.dm
         shown = bool(job.cfg.trainer.get("enable_progress_bar", True))
         bar = functools.partial(progress.iterate, enabled=shown)
 
         def compute() -> dict[str, Tensor]:
             sizes = ", ".join(f"{len(dm.indexed(s))} {s}" for s in ("train", "val", "test"))
             log.info("Computing the teacher's logits once (%s samples)", sizes)
-            return compute_teacher_logits(teacher, dm, progress=bar)
+            return to_layout(compute_teacher_logits(teacher, dm, progress=bar), dtype, topk)
 
-        logits, info = job.cache.tensors("logits", key, compute)
-        sizes = {split: len(dm.indexed(split)) for split in logits}
+        logits, info = job.cache.tensors("logits", key, compute, mmap=True)
+        sizes = {split: len(dm.indexed(split)) for split in ("train", "val", "test")}
         check_logit_rows(logits, sizes, info.get("entry", "the teacher-logits cache"))
-        return logits, {"mode": "cached", "seconds": time.perf_counter() - start, "cache": info}
+        # mapped from the entry (a hit, or rank 0 after storing): a ddp_spawn child maps it too
+        mapped = "entry" in info and (info["hit"] or is_global_zero())
+        path = str(Path(info["entry"]) / TENSOR_FILES["safetensors"]) if mapped else None
+        stored = logit_tables(logits, dm.num_classes, path)
+        nbytes = sum(t.nbytes for t in stored.values())
+        return stored, {"mode": "cached", "seconds": time.perf_counter() - start, "cache": info,
+                        **layout, "bytes": nbytes}  # fmt: skip
 
     def _mutual(self, job: Job) -> Distiller:
         """A cohort of students trained together (``kd=dml``: the method says how many and
