@@ -54,10 +54,13 @@ def test_hf_causal_lm_from_a_config_returns_logits():
     model = hf_causal_lm(vocab_size=256, block_size=16, config=config).eval()
     assert model.vocab_size == 256
     assert model(torch.randint(0, 256, (2, 16))).shape == (2, 16, 256)
-    with pytest.raises(FileNotFoundError, match="never downloaded"):
+    # a path that does not exist is an error, not a hub id to download
+    with pytest.raises(FileNotFoundError, match="is not a folder; give a local folder"):
         hf_causal_lm(256, 16, path="/nonexistent/model")
-    with pytest.raises(ValueError, match="exactly one"):
+    with pytest.raises(ValueError, match=r"model\.name_or_path, model\.config or both"):
         hf_causal_lm(256, 16)
+    with pytest.raises(ValueError, match=r"model\.dtype='fp8' is not a dtype"):
+        hf_causal_lm(256, 16, config=config, dtype="fp8")
 
 
 def test_fsdp_strategy_wraps_gpt_blocks():
