@@ -69,3 +69,13 @@ def test_fsdp_strategy_wraps_gpt_blocks():
     strategy = fsdp_strategy()  # constructs on the CPU; Lightning only runs FSDP on GPUs
     assert strategy.kwargs["use_orig_params"] is True
     assert Block in strategy.kwargs["auto_wrap_policy"]._module_classes
+
+
+def test_a_name_is_a_folder_a_hub_id_or_an_error(tmp_path):
+    from kdlightning.lm.hf import resolve_source
+
+    assert resolve_source(str(tmp_path)) == (str(tmp_path), True)
+    assert resolve_source("Qwen/Qwen2.5-0.5B") == ("Qwen/Qwen2.5-0.5B", False)  # not fetched here
+    for bad in (str(tmp_path / "missing"), "./models/x", "~/m", "a/b/c"):
+        with pytest.raises(FileNotFoundError, match="is not a folder"):
+            resolve_source(bad)
