@@ -191,3 +191,19 @@ def test_fsdp_shards_each_decoder_layer_of_either_family(hf_files):
         assert units == {layer}, name
     strategy = fsdp_strategy()  # constructed only: FSDP itself needs GPUs
     assert type(strategy).__name__ == "FSDPStrategy"
+
+
+def test_the_cache_key_covers_what_the_model_folder_holds(hf_files, tmp_path):
+    import shutil
+
+    from conftest import compose
+
+    from kdlightning.job.cache import cache_key
+
+    folder = tmp_path / "teacher"
+    shutil.copytree(hf_files["llama"], folder)
+    cfg = compose([*_overrides(hf_files), f"teacher.model.name_or_path={folder}"])
+    before = cache_key(cfg, "teacher")
+    assert cache_key(cfg, "teacher") == before
+    (folder / "config.json").write_text((folder / "config.json").read_text() + "\n")
+    assert cache_key(cfg, "teacher") != before  # new files under the same path: a miss
