@@ -42,6 +42,7 @@ from kdlightning.deploy.measure import count_parameters, state_dict_bytes
 from kdlightning.files import atomic_write, file_sha256
 from kdlightning.job.build import build_model
 from kdlightning.job.cache import DamagedEntry
+from kdlightning.job.conf_dir import config_dir
 from kdlightning.job.results import RESULTS, load_stage
 from kdlightning.job.rundir import (
     RunDirError,
@@ -65,9 +66,7 @@ class EvalError(RunDirError):
 
 # --- what to evaluate on ------------------------------------------------------------------------
 def _conf_data_dir() -> Path:
-    from kdlightning.job.cli import _config_dir  # the same tree the train command composes
-
-    return Path(_config_dir()) / "data"
+    return Path(config_dir()) / "data"  # the tree the train command composes from
 
 
 def eval_config(run_cfg: DictConfig, data_args: Sequence[str]) -> DictConfig:

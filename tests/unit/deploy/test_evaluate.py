@@ -62,8 +62,9 @@ def _copy(run_dir: Path, to: Path) -> Path:
     return to
 
 
-def test_changed_or_missing_student_is_refused_naming_the_file(run_dir: Path, tmp_path: Path,
-                                                               capsys) -> None:  # fmt: skip
+def test_changed_or_missing_student_is_refused_naming_the_file(
+    run_dir: Path, tmp_path: Path, capsys
+) -> None:
     copy = _copy(run_dir, tmp_path / "run")
     weights = copy / "student.pt"
     data = bytearray(weights.read_bytes())
@@ -111,3 +112,20 @@ def test_bad_arguments_are_one_line(run_dir: Path, tmp_path: Path, capsys) -> No
     assert "only data.KEY=VALUE settings" in capsys.readouterr().err
     assert main([str(run_dir), "--onnx", "--model", "teacher"]) == 2
     assert "--onnx evaluates the exported student" in capsys.readouterr().err
+
+
+def test_task_eval_in_the_train_job_writes_only_its_own_folder(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    results = read_json(run_dir / "results.json")
+    before = _files(run_dir)
+    out, (report, folder) = (
+        tmp_path / "eval",
+        run_job(tmp_path, "task=eval", f"eval.run_dir={run_dir}", "eval.onnx=true", name="eval"),
+    )
+    assert report["evaluation"]["test/acc"] == pytest.approx(results["distilled"]["test/acc"],
+                                                             abs=1e-6)  # fmt: skip
+    assert folder == out and read_json(out / "eval.json")["source"].startswith("export/")
+    assert _files(run_dir) == before
+    with pytest.raises(EvalError, match=r"task=eval needs the run to evaluate: eval\.run_dir="):
+        run_job(tmp_path, "task=eval", name="no_run")
