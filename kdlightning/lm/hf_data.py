@@ -55,12 +55,8 @@ class HFTextDataModule(TextFilesDataModule):
         max_documents: int | None = None,
         **kwargs: Any,
     ) -> None:
-        if (name is None) == (path is None):
-            raise ValueError(
-                "data=hf_text needs exactly one of data.name (a data set for datasets' "
-                "load_dataset, e.g. wikitext, or json with data.data_files=FILE) and data.path "
-                f"(a folder written by save_to_disk); got name={name!r}, path={path!r}"
-            )
+        if name is not None and path is not None:
+            raise ValueError(self._which(name, path))
         if path is not None and not Path(path).expanduser().is_dir():
             raise FileNotFoundError(
                 f"data.path={path!r} is not a folder; give one written by "
@@ -73,6 +69,14 @@ class HFTextDataModule(TextFilesDataModule):
         self.max_documents = None if max_documents is None else int(max_documents)
         self._rows: Any = None
 
+    @staticmethod
+    def _which(name: Any, path: Any) -> str:
+        return (
+            "data=hf_text needs exactly one of data.name (a data set for datasets' "
+            "load_dataset, e.g. wikitext, or json with data.data_files=FILE) and data.path "
+            f"(a folder written by save_to_disk); got name={name!r}, path={path!r}"
+        )
+
     @property
     def source(self) -> str:
         """How the data set is named in messages."""
@@ -82,6 +86,8 @@ class HFTextDataModule(TextFilesDataModule):
         """The split's rows (a ``datasets.Dataset``), loaded once."""
         if self._rows is not None:
             return self._rows
+        if self.name is None and self.path is None:  # the job reads the data at start-up
+            raise ValueError(self._which(None, None))
         datasets = _datasets()
         if self.path is not None:
             rows = datasets.load_from_disk(str(Path(self.path).expanduser()))

@@ -177,6 +177,8 @@ def test_data_by_name_from_local_files_with_prompts_and_a_cache_dir(hf_files, tm
     assert (tmp_path / "cache").is_dir() and dm.fingerprint()["files"] >= 1
     with pytest.raises(ValueError, match=r"exactly one of data\.name"):
         HFTextDataModule(name="json", path=str(hf_files["saved"]))
+    with pytest.raises(ValueError, match=r"exactly one of data\.name.*name=None, path=None"):
+        HFTextDataModule().documents()
     dm = HFTextDataModule(path=str(hf_files["saved"]), text_key="body")
     with pytest.raises(ValueError, match=r"set data\.text_key"):
         dm.documents()
