@@ -43,7 +43,7 @@ from kdlightning.files import atomic_write, file_sha256
 from kdlightning.job.build import build_model
 from kdlightning.job.cache import DamagedEntry
 from kdlightning.job.conf_dir import config_dir
-from kdlightning.job.results import RESULTS, load_stage
+from kdlightning.job.results import load_stage
 from kdlightning.job.rundir import (
     RunDirError,
     _data_problem,
@@ -53,6 +53,7 @@ from kdlightning.job.rundir import (
     load_data,
     load_weights_file,
 )
+from kdlightning.job.runfiles import RunFileError, read_json, run_file
 
 MODELS = ("student", "teacher", "baseline")
 LABELS = {"student": "distilled student", "teacher": "teacher", "baseline": "student alone"}
@@ -159,7 +160,7 @@ def onnx_file(run_dir: Path) -> Path:
             f"{run_dir} has no export/{EXPORT_JSON}: the student was not exported; run "
             f"kdl-export {run_dir} --formats onnx (or the job with export=onnx) first"
         )
-    info = json.loads(report_path.read_text()).get("formats", {}).get("onnx")
+    info = (read_json(report_path).get("formats") or {}).get("onnx")
     if info is None:
         raise EvalError(
             f"{report_path} lists no ONNX file; run kdl-export {run_dir} --formats onnx"
@@ -231,8 +232,8 @@ def onnx_predictor(path: Path, dm: Any) -> Callable[[Tensor], Tensor]:
 
 def _recorded(run_dir: Path, model: str) -> dict[str, Any]:
     try:
-        return json.loads((run_dir / RESULTS).read_text()).get(RESULT_KEYS[model]) or {}
-    except (OSError, ValueError):
+        return read_json(run_file(run_dir, "results")).get(RESULT_KEYS[model]) or {}
+    except RunFileError:  # a run without readable results: nothing to compare with
         return {}
 
 

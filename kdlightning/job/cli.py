@@ -13,7 +13,9 @@ Hydra composes the config; then, in this order:
 A user's mistake ends the command with one line ``error: <what>; <fix>`` and status 2, a bug
 with its traceback and status 1 (:mod:`kdlightning.job.errors`; ``HYDRA_FULL_ERROR=1`` prints
 the traceback of a user's mistake too). Inside a multirun a failed job is logged and the sweep
-goes on with the others (Hydra's basic launcher); the command then ends with the first failure.
+goes on with the others (Hydra's basic launcher); the command then ends with the first failure
+(the Optuna sweeper, ``hparams_search=kd_optuna``, tells Optuna the trial failed and ends with
+an error only when every trial failed).
 Hydra itself would print its own message and exit 1 for both kinds: :func:`main` lets Hydra
 re-raise (it sets ``HYDRA_FULL_ERROR=1`` for it, see :data:`~kdlightning.job.errors.FORCED_ENV`)
 and tells them apart here.

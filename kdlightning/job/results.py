@@ -28,9 +28,7 @@ from kdlightning.deploy.compare import comparison_table, comparison_title, ratio
 from kdlightning.files import atomic_path, atomic_write, file_sha256
 from kdlightning.job.cache import DamagedEntry, load_entry, store_entry
 from kdlightning.job.errors import mark_failed  # noqa: F401  (the job's failed.json)
-
-RESULTS = "results.json"
-FAILED = "failed.json"
+from kdlightning.job.runfiles import CONFIG, FAILED, RESULTS  # noqa: F401  (the file names)
 
 
 def finite(tree: Any) -> Any:
@@ -78,7 +76,7 @@ def write_job(
 def write_config(output_dir: Path, cfg: Any) -> None:
     """``config.yaml``: the job's config, resolved (paths absolute), so that any run directory,
     in-process or from the CLI, can rebuild its student (``kdlightning.deploy.export``)."""
-    atomic_write(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write(output_dir / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def summary(results: Mapping[str, Any], **extra: Any) -> dict[str, Any]:

@@ -8,16 +8,15 @@ after the job (``kdl-export``, ``benchmarks/latency.py``).
     teacher = load_stage_model(run, "teacher")    # from <dir>/teacher/result (checksummed)
     x = split_inputs(run.dm, max_samples=1024)    # real test inputs
 
-Every job writes ``config.yaml`` (the resolved config it ran with, ``kdlightning.job.results``); a
-CLI run from before that has Hydra's ``.hydra/config.yaml``, resolved here against its
-``.hydra/hydra.yaml``. Weights are read with ``torch.load(weights_only=True)`` only, after their
-SHA-256 matched the one the job recorded in results.json (``summary.sha256``; runs from before
-that record are read unchecked).
+The run's files are read through :mod:`kdlightning.job.runfiles` (the one reader of a run
+directory; the sweep report uses it too); this module adds what needs torch: the data module and
+the models. Weights are read with ``torch.load(weights_only=True)`` only, after their SHA-256
+matched the one the job recorded in results.json (``summary.sha256``; runs from before that
+record are read unchecked).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +32,8 @@ from torch import Tensor, nn
 from kdlightning.files import file_sha256
 from kdlightning.job.build import build_model
 from kdlightning.job.cache import DamagedEntry
-from kdlightning.job.results import RESULTS, load_stage
-
-
-class RunDirError(ValueError):
-    """A folder that is not a usable run directory; the message says what to do instead."""
+from kdlightning.job.results import load_stage
+from kdlightning.job.runfiles import RESULTS, RunDirError, RunFileError, read_config, read_json
 
 
 @dataclass
@@ -51,26 +47,8 @@ class Run:
 
 
 def load_config(run_dir: Path) -> DictConfig:
-    """The composed config a job ran with: ``config.yaml``, else Hydra's ``.hydra/config.yaml``."""
-    if (run_dir / "config.yaml").is_file():
-        return OmegaConf.load(run_dir / "config.yaml")
-    hydra_dir = run_dir / ".hydra"
-    if not (hydra_dir / "config.yaml").is_file() or not (hydra_dir / "hydra.yaml").is_file():
-        raise RunDirError(
-            f"{run_dir} has no config.yaml (nor .hydra/config.yaml): not a run directory of "
-            "the main job; pass the folder a `python -m kdlightning.train` job wrote"
-        )
-    # ${hydra:runtime.cwd} (data and log paths) must mean what it meant in that job: read it
-    # as a plain interpolation into that job's own .hydra/hydra.yaml
-    # (and so must ${kdl.cwd:}, the folder that job started in: Hydra's runtime.cwd)
-    text = (hydra_dir / "config.yaml").read_text().replace("${hydra:", "${hydra.")
-    text = text.replace("${kdl.cwd:}", "${hydra.runtime.cwd}")
-    merged = OmegaConf.merge(OmegaConf.create(text), OmegaConf.load(hydra_dir / "hydra.yaml"))
-    plain = {k: merged[k] for k in merged if k != "hydra"}  # scalars come back resolved
-    return OmegaConf.create(
-        {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-         for k, v in plain.items()}
-    )  # fmt: skip
+    """The composed config a job ran with (:func:`kdlightning.job.runfiles.read_config`)."""
+    return read_config(run_dir)
 
 
 #: data config keys that name files or folders: what a moved data set changes
@@ -168,12 +146,13 @@ def load_run(run_dir: str | Path, data_overrides: Sequence[str] = ()) -> Run:
 
 def recorded_sha256(run_dir: Path, name: str) -> str | None:
     """The SHA-256 of the weights file ``name`` that the job recorded in results.json
-    (``summary.sha256``); ``None`` for a run that recorded none (or has no results.json)."""
+    (``summary.sha256``); ``None`` for a run that recorded none (or has no readable
+    results.json)."""
     try:
-        results = json.loads((run_dir / RESULTS).read_text())
-    except (OSError, ValueError):
+        results = read_json(run_dir / RESULTS)
+    except RunFileError:
         return None
-    sums = (results.get("summary") or {}).get("sha256") or {}
+    sums = (results.get("summary") or {}).get("sha256") if isinstance(results, dict) else None
     return sums.get(name) if isinstance(sums, dict) else None
 
 

@@ -23,7 +23,6 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
 
-from kdlightning.distill.functional import check_alpha, check_temperature
 from kdlightning.distill.modules import (
     FrozenTeacher,
     OptimizerFactory,
@@ -32,9 +31,9 @@ from kdlightning.distill.modules import (
 )
 from kdlightning.lm.cached import dense_from_topk
 from kdlightning.lm.data import bits_per_byte
-from kdlightning.lm.losses import lm_divergence, next_token_ce
+from kdlightning.lm.losses import next_token_ce
+from kdlightning.lm.methods import TokenMethod, token_method
 from kdlightning.lm.on_policy import (
-    check_fraction,
     is_on_policy_step,
     step_generator,
     student_batch,
@@ -136,8 +135,11 @@ class LMModule(_LMBase):
 class LMDistillationModule(FrozenTeacher, _LMBase):
     """Distills a frozen causal-LM ``teacher`` into ``student``, token by token.
 
-    ``method``: ``forward_kl``, ``reverse_kl`` or ``jsd`` (with ``beta``), see
-    ``kdlightning.lm.losses``. The teacher is frozen as in ``kdlightning.distill.modules``'s
+    ``method``: a :class:`kdlightning.lm.methods.TokenMethod` (what the job builds from
+    ``conf/kd/<name>.yaml``; its ``temperature``, ``alpha``, ``beta``, ``chunk_size``,
+    ``on_policy`` and ``prompt_tokens`` are used and those arguments here are ignored), or its
+    name, ``forward_kl``, ``reverse_kl`` or ``jsd`` (with ``beta``), built from the arguments.
+    The teacher is frozen as in ``kdlightning.distill.modules``'s
     ``DistillationModule``: no gradients, eval mode even after ``module.train()``, run under
     ``torch.no_grad()``, outside the optimizer and outside checkpoints.
 
@@ -156,7 +158,7 @@ class LMDistillationModule(FrozenTeacher, _LMBase):
         teacher: nn.Module,
         student: nn.Module,
         vocab_size: int,
-        method: str = "forward_kl",
+        method: TokenMethod | str = "forward_kl",
         temperature: float = 1.0,
         alpha: float = 0.5,
         beta: float = 0.5,
@@ -172,18 +174,24 @@ class LMDistillationModule(FrozenTeacher, _LMBase):
         super().__init__(vocab_size, optimizer, scheduler, chunk_size, bytes_per_token)
         if teacher is student:
             raise ValueError("teacher and student must be two different modules")
-        self.divergence = lm_divergence(method, beta)
-        self.on_policy = check_fraction(on_policy)
-        self.prompt_tokens, self.seed = int(prompt_tokens), int(seed)
+        if isinstance(method, str):  # the Python API: a name and the arguments here
+            method = token_method(method, temperature=temperature, alpha=alpha, beta=beta,
+                                  chunk_size=chunk_size or None, on_policy=on_policy,
+                                  prompt_tokens=prompt_tokens)  # fmt: skip
+        self.method = method
+        self.chunk_size = method.chunk_size
+        self.on_policy, self.prompt_tokens = method.on_policy, method.prompt_tokens
+        self.seed = int(seed)
         if self.on_policy and teacher_topk:
             raise ValueError(
                 "kd.on_policy > 0 scores sequences the student writes during training: stored "
                 "teacher logits cannot cover them; use kd.teacher_logits=online"
             )
-        self.temperature, self.alpha = check_temperature(temperature), check_alpha(alpha)
+        self.temperature, self.alpha = method.temperature, method.alpha
         self.save_hyperparameters(
-            ignore=["teacher", "student", "optimizer", "scheduler", "teacher_topk"]
+            ignore=["teacher", "student", "optimizer", "scheduler", "teacher_topk", "method"]
         )
+        self.hparams["method"] = method.name
         self.teacher, self.student = teacher, student
         self.teacher.requires_grad_(False)
         self.teacher.eval()
@@ -215,7 +223,7 @@ class LMDistillationModule(FrozenTeacher, _LMBase):
         x, y, mask = batch[0], batch[1], batch[2]
         t_logits = self._teacher_for(batch, split)
         s_logits = self.student(x)
-        kd = self.divergence(s_logits, t_logits, mask, self.temperature, self.chunk_size)
+        kd = self.method.divergence(s_logits, t_logits, mask)
         ce = next_token_ce(s_logits, y, mask, self.chunk_size)
         return kd, ce, mask
 
@@ -226,8 +234,7 @@ class LMDistillationModule(FrozenTeacher, _LMBase):
             # GKD: the student's own sequences, scored by the divergence alone
             x, _, mask = student_batch(self.student, batch, self.prompt_tokens, g)
             s_logits = self.student(x)
-            kd = self.divergence(s_logits, self.teacher_logits(x), mask, self.temperature,
-                                 self.chunk_size)  # fmt: skip
+            kd = self.method.divergence(s_logits, self.teacher_logits(x), mask)
             self.log_train({"loss": kd, "on_policy_kd_loss": kd}, x.shape[0])
             return kd
         kd, ce, _ = self._terms(batch, "train")

@@ -23,9 +23,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from kdlightning.deploy.measure import benchmark_settings, measure_costs
-from kdlightning.distill.functional import check_temperature
 from kdlightning.distill.modules import ClassifierModule, DistillationModule
-from kdlightning.distill.mutual import MutualLearningModule, check_num_students
 from kdlightning.distill.teacher import (
     check_logit_rows,
     choose_teacher_logits,
@@ -34,10 +32,9 @@ from kdlightning.distill.teacher import (
 from kdlightning.figures import write_figures
 from kdlightning.job import progress, tracking
 from kdlightning.job import results as results_io
-from kdlightning.job.build import build_method, build_model, optimizer_factories
+from kdlightning.job.build import build_method, build_model, method_class, optimizer_factories
 from kdlightning.job.cache import logits_key_inputs
 from kdlightning.job.tasks.base import Distiller, Job, Task
-from kdlightning.lm.losses import LM_METHODS
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +104,8 @@ class ImageTask(Task):
 
     def check(self, cfg: DictConfig, dm: Any) -> None:
         method = cfg.get("kd", {}).get("method", "kd")
-        if cfg.get("task", "distill") == "distill" and method in LM_METHODS:
+        token_level = getattr(method_class(cfg.kd), "token_level", False) if "kd" in cfg else False
+        if cfg.get("task", "distill") == "distill" and token_level:
             raise ValueError(
                 f"kd={method} is a token-level method for language models, but data="
                 f"{type(dm).__name__} is not text; use data=pydocs or data=text_files (e.g. "
@@ -140,7 +138,7 @@ class ImageTask(Task):
     def distiller(self, job: Job) -> Distiller:
         cfg, dm = job.cfg, job.dm
         method_name = cfg.kd.get("method", "kd")
-        if method_name == "dml":  # deep mutual learning: a cohort of students, no teacher
+        if getattr(method_class(cfg.kd), "cohort", False):  # kd=dml: students, no teacher
             return self._mutual(job)
         dm.setup("fit")
         L.seed_everything(cfg.seed, workers=True)
@@ -182,23 +180,24 @@ class ImageTask(Task):
         return logits, {"mode": "cached", "seconds": time.perf_counter() - start, "cache": info}
 
     def _mutual(self, job: Job) -> Distiller:
-        """``kd.num_students`` students trained by deep mutual learning on the transfer set;
-        student 0 is shipped (``method: dml``; the cohort's test accuracies under ``dml``).
-        ``job.teacher`` is not used: the teacher stage still runs, for the comparison only."""
+        """A cohort of students trained together (``kd=dml``: the method says how many and
+        builds their module); student 0 is shipped (its ``method``; the cohort's test accuracies
+        under it). ``job.teacher`` is not used: the teacher stage still runs, for the comparison
+        only."""
         cfg, dm = job.cfg, job.dm
-        temperature = check_temperature(cfg.kd.temperature)
-        k = check_num_students(cfg.kd.get("num_students", 2))
-        log.info("Deep mutual learning: %d students (T=%g), no teacher", k, temperature)
+        method = build_method(cfg.kd)
+        k = method.num_students
+        log.info("%s: %d students (T=%g), no teacher", type(method).__name__, k,
+                 method.temperature)  # fmt: skip
         students = build_cohort(job, k)
-        module = MutualLearningModule(
-            students, temperature, num_classes=dm.num_classes, **optimizer_factories(cfg)
-        )
+        module = method.module(students, num_classes=dm.num_classes, **optimizer_factories(cfg))
 
         def cohort(metrics: Mapping[str, Any]) -> dict[str, Any]:
             accs = [metrics["test/acc"], *(metrics[f"test/acc_{i}"] for i in range(1, k))]
-            return {"dml": {"num_students": k, "temperature": temperature, "test_acc": accs}}
+            return {method.name: {"num_students": k, "temperature": method.temperature,
+                                  "test_acc": accs}}  # fmt: skip
 
-        return Distiller(students[0], module, {"method": "dml"}, cohort)
+        return Distiller(students[0], module, {"method": method.name}, cohort)
 
     # --- what the job shows -----------------------------------------------------------------------
     def costs(self, cfg: DictConfig, model: nn.Module, dm: Any) -> dict[str, Any]:
