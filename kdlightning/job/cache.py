@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 import kdlightning
 from kdlightning.distill.logit_store import open_tables, save_tables
-from kdlightning.files import atomic_write, file_sha256
+from kdlightning.files import atomic_write, file_sha256, fingerprint_files
 from kdlightning.job.distributed import is_global_zero, job_token
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,13 @@ def key_config(
     if checkpoint and Path(checkpoint).expanduser().is_file():
         # A teacher loaded from a file is only the same teacher while the file is unchanged.
         out["checkpoint_sha256"] = file_sha256(Path(checkpoint).expanduser())
+    role = "teacher" if stage == "teacher" else "student"
+    source = ((out.get(role) or {}).get("model") or {}).get("name_or_path")
+    if isinstance(source, str) and Path(source).expanduser().is_dir():
+        # A Hugging Face model from a folder (teacher=hf) is only the same model while the
+        # folder's files are: weights saved anew under the same path must miss the cache.
+        folder = Path(source).expanduser()
+        out["model_files"] = fingerprint_files(sorted(p for p in folder.rglob("*") if p.is_file()))
     return out
 
 

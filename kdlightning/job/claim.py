@@ -96,7 +96,8 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 #: Keys a resumed job may change: the switch itself, and how the job shows its progress.
-RESUME_MAY_CHANGE = ("resume", "trainer.enable_progress_bar")
+# eval.*: read by task=eval only (and absent from the config.yaml of runs before it)
+RESUME_MAY_CHANGE = ("resume", "trainer.enable_progress_bar", "eval.")
 
 
 def check_resume_config(output_dir: Path, cfg: Any) -> None:

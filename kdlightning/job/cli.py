@@ -35,6 +35,7 @@ from omegaconf import DictConfig
 
 from kdlightning.job import errors, progress
 from kdlightning.job.claim import claim_explicit_run_dir
+from kdlightning.job.conf_dir import config_dir
 from kdlightning.job.keys import check_target_keys
 from kdlightning.job.precheck import precheck
 from kdlightning.job.relaunch import relaunch_safe
@@ -43,13 +44,6 @@ from kdlightning.job.resolvers import register_resolvers
 log = logging.getLogger(__name__)
 
 register_resolvers()  # conf/hydra/default.yaml names run dirs with ${kdl.run_id:}
-
-
-def _config_dir() -> str:
-    # Inside a wheel the tree is packaged as kdlightning/conf; in a checkout it is ../../conf.
-    package = Path(__file__).resolve().parents[1]
-    packaged = package / "conf"
-    return str(packaged if packaged.is_dir() else package.parent / "conf")
 
 
 def _local_rank_zero() -> bool:
@@ -113,7 +107,7 @@ def task(cfg: DictConfig) -> float:
 
 @relaunch_safe  # a DDP child that Lightning starts runs its parent's job, not a new sweep
 @claim_explicit_run_dir  # hydra.run.dir=<a folder>: claimed before Hydra writes into it
-@hydra.main(version_base="1.3", config_path=_config_dir(), config_name="train")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float:
     return task(cfg)
 

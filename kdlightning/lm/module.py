@@ -9,12 +9,14 @@
 Batches are ``(inputs, targets, mask, index)`` (``kdlightning.lm.data``); the math is in
 ``kdlightning.lm.losses``. ``loss = alpha * divergence + (1 - alpha) * CE(next token)``, both per
 scored token. Metrics: ``{train,val,test}/loss`` (the model's next-token cross-entropy in nats
-per token), ``{val,test}/bpb`` (bits per byte) and ``{val,test}/ppl`` (per-token perplexity);
+per token), ``{val,test}/bpb`` (bits per byte), ``{val,test}/bpt`` (bits per token) and
+``{val,test}/ppl`` (per-token perplexity);
 the distillation module adds ``train/kd_loss``, ``train/ce_loss`` and ``{val,test}/kd_loss``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -68,6 +70,7 @@ class _LMBase(SupervisedModule):
         loss = self.eval_loss[split].compute()
         self.log(f"{split}/loss", loss, prog_bar=True)
         self.log(f"{split}/bpb", bits_per_byte(loss, self.bytes_per_token), prog_bar=True)
+        self.log(f"{split}/bpt", loss / math.log(2))  # bits per token: the tokenizer's own unit
         self.log(f"{split}/ppl", torch.exp(loss))
         self.eval_loss[split].reset()
         if self.logs_kd:  # not update_called: a DDP rank without batches must sync all the same

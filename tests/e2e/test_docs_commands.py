@@ -300,6 +300,9 @@ def _check(step: dict, root: Path, log: str) -> list[str]:
     if step["module"] == "kdlightning.export":
         ok = "written to" in log and "same top-1" in log
         return [] if ok else [f"{where}: no check figures or files printed\n{log[-3000:]}"]
+    if step["module"] == "kdlightning.eval":
+        ok = "test acc" in log and "results.json test acc" in log
+        return [] if ok else [f"{where}: no evaluation row printed\n{log[-3000:]}"]
     if step["module"] != "kdlightning.train":
         return []
     if "export=onnx" in step["argv"] and not ("same top-1" in log and "written to" in log):

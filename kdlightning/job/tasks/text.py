@@ -35,6 +35,7 @@ from kdlightning.job.tasks.base import Distiller, Job, Task
 from kdlightning.lm.cached import compute_topk
 from kdlightning.lm.compare import lm_costs, lm_table, lm_title
 from kdlightning.lm.data import TextDataModule
+from kdlightning.lm.hf import check_dtype
 from kdlightning.lm.module import LMDistillationModule, LMModule
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,10 @@ def check_lm_config(cfg: DictConfig) -> None:
             f"export={cfg.export} exports image students; a language model's student.pt is the "
             "export for now: set export=null"
         )
+    for role in ("teacher", "student"):
+        model = cfg.get(role, {}).get("model") or {}
+        if str(model.get("_target_", "")).endswith("hf_causal_lm") and "dtype" in model:
+            check_dtype(model.dtype, f"{role}.model.dtype")
     if cfg.get("task", "distill") != "distill":
         return
     method = cfg.kd.get("method", "kd")
