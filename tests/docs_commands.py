@@ -2,10 +2,11 @@
 executes them in a copy of the working tree (see test_docs_commands.py).
 
 A documented command is a line of a ``bash``/``sh``/unlabelled code block (``\\`` continuations
-joined) that runs ``python -m kdlightning.{train,report,export,figures}``, ``kdl-train``,
-``kdl-report``, ``kdl-export``, or ``torchrun ... -m kdlightning.train``. Its trailing comment may
-say why it cannot run here (:data:`COMPOSE_MARKERS`: ``# ... GPU``, ``# needs the files``, ...):
-such a command is only composed (``--cfg job``).
+joined) that runs ``python -m kdlightning.{train,report,export,figures,eval}``,
+``kdl-train``, ``kdl-report``, ``kdl-export``, ``kdl-eval``, or ``torchrun ... -m
+kdlightning.train``. Its trailing comment may say why it cannot run here
+(:data:`COMPOSE_MARKERS`: ``# ... GPU``, ``# needs the files``, ...): such a command is only
+composed (``--cfg job``).
 
 Run as a script (``python tests/docs_commands.py PLAN.json RESULTS.json``, in the checkout's
 root), it executes the plan's commands one after the other in this one process, each through
@@ -30,12 +31,16 @@ from pathlib import Path
 
 PAGES_GLOB = ("README.md", "docs/*.md")
 SHELL_LANGS = {"", "bash", "sh", "shell", "console"}
-MODULES = ("kdlightning.train", "kdlightning.report", "kdlightning.export", "kdlightning.figures")
+MODULES = (
+    "kdlightning.train", "kdlightning.report", "kdlightning.export", "kdlightning.figures",
+    "kdlightning.eval",
+)  # fmt: skip
 #: console scripts (pyproject.toml's [project.scripts]) and the module whose main() they call
 CONSOLE_SCRIPTS = {
     "kdl-train": "kdlightning.train",
     "kdl-report": "kdlightning.report",
     "kdl-export": "kdlightning.export",
+    "kdl-eval": "kdlightning.eval",
 }
 #: Words in a command's trailing comment that say it cannot run on this machine: the suite
 #: composes it (``--cfg job``) instead of running it.

@@ -35,6 +35,8 @@ from torchmetrics import MeanMetric, Metric
 from kdlightning.data.base import UNLABELED
 from kdlightning.distill.functional import check_alpha, kd_loss
 from kdlightning.distill.hooks import capture
+from kdlightning.distill.logit_store import LogitTable
+from kdlightning.distill.logit_store import tables as logit_tables
 from kdlightning.distill.methods import KD, Method, no_gather
 from kdlightning.distill.metrics import Accuracy
 
@@ -351,11 +353,13 @@ class DistillationModule(FrozenTeacher, SupervisedModule):
     optimizer to an LR scheduler stepped every epoch.
 
     ``teacher_logits`` (optional): the teacher's outputs computed once, ``{"train": (N, C),
-    "val": ..., "test": ...}`` indexed by the sample positions batches carry (``(x, y, index)``,
-    see ``kdlightning.data``). Steps then look them up instead of running the teacher, so
-    distilling costs about what training the student alone costs (``verify_cached=True`` also
-    runs the teacher and stops at the first row that differs: a check, not a mode). Targets equal to
-    ``UNLABELED`` (the transfer set) get the distillation term only.
+    "val": ..., "test": ...}`` or :class:`~kdlightning.distill.logit_store.LogitTable` s (a
+    memory-mapped, float16 or top-k store), indexed by the sample positions batches carry
+    (``(x, y, index)``, see ``kdlightning.data``). Steps then look them up instead of running
+    the teacher, so distilling costs about what training the student alone costs
+    (``verify_cached=True`` also runs the teacher and stops at the first row that differs: a
+    check, not a mode). Targets equal to ``UNLABELED`` (the transfer set) get the distillation
+    term only.
 
     The teacher is frozen: ``requires_grad=False``, eval mode even after ``module.train()``,
     run under ``torch.no_grad()``, outside the optimizer and outside checkpoints. Reload with
@@ -377,7 +381,7 @@ class DistillationModule(FrozenTeacher, SupervisedModule):
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         num_classes: int | None = None,
-        teacher_logits: Mapping[str, Tensor] | None = None,
+        teacher_logits: Mapping[str, Tensor | LogitTable] | None = None,
         verify_cached: bool = False,
         method: Method | None = None,
     ) -> None:
@@ -410,11 +414,11 @@ class DistillationModule(FrozenTeacher, SupervisedModule):
         self.method = method
         self.teacher.requires_grad_(False)
         self.teacher.eval()
-        self.cached_splits: tuple[str, ...] = tuple(teacher_logits or ())
+        # Not buffers: a table stays on the CPU (memory-mapped when it came from the cache) and
+        # a lookup moves the batch's rows only; never in a checkpoint.
+        self.logit_tables = logit_tables(teacher_logits or {}, self.num_classes)
+        self.cached_splits: tuple[str, ...] = tuple(self.logit_tables)
         self.verify_cached = bool(verify_cached)
-        for split, logits in (teacher_logits or {}).items():
-            # Buffers follow the module to its device; not persistent: never in a checkpoint.
-            self.register_buffer(f"cached_{split}", logits.detach(), persistent=False)
         self.train_acc = self._accuracy()
         self.eval_metrics = nn.ModuleDict({s: self._eval_metrics() for s in ("val", "test")})
 
@@ -457,8 +461,7 @@ class DistillationModule(FrozenTeacher, SupervisedModule):
                     "cached teacher logits need batches of (inputs, targets, index); serve the "
                     "data through a kdlightning data module"
                 )
-            # index_select, not table[index]: the same rows, a third less time per lookup
-            looked_up = getattr(self, f"cached_{split}").index_select(0, batch[2])
+            looked_up = self.logit_tables[split].lookup(batch[2])
             if self.verify_cached:
                 self._verify(looked_up, self.teacher_logits(batch[0]), split)
             return looked_up
@@ -466,9 +469,13 @@ class DistillationModule(FrozenTeacher, SupervisedModule):
 
     def _verify(self, looked_up: Tensor, computed: Tensor, split: str) -> None:
         # The plumbing check behind kd.verify_cached_logits: a misaligned index (shuffling,
-        # drop_last, DDP sharding) would pair inputs with another sample's soft targets.
-        diff = (looked_up - computed.float()).abs().max().item()
-        if diff > 1e-4 * max(1.0, computed.abs().max().item()):
+        # drop_last, DDP sharding) would pair inputs with another sample's soft targets. Only the
+        # stored classes are compared (a top-k table drops the others), within the stored
+        # dtype's rounding (float16 keeps 11 significant bits).
+        kept = torch.isfinite(looked_up)
+        diff = torch.where(kept, looked_up - computed.float(), 0.0).abs().max().item()
+        rtol = self.logit_tables[split].rtol
+        if diff > rtol * max(1.0, computed.abs().max().item()):
             raise RuntimeError(
                 f"cached teacher logits do not match the teacher on this {split} batch (max "
                 f"difference {diff:.3g}): the sample index and the stored rows are misaligned"

@@ -14,10 +14,12 @@ From Python::
     L.Trainer(max_epochs=10).fit(module, datamodule)
     module.students[0]  # the student the job reports and ships
 
-From the command line: ``python -m kdlightning.train kd=dml`` (``conf/kd/dml.yaml``); the job's
-distilled entry is student 0, which starts from the baseline's initial weights. Samples without
-a label (target ``UNLABELED``, the transfer set) get the mutual term only: that is how DML uses
-unlabeled data. Logged keys: ``train/{loss,ce_loss,dml_loss,acc}``, ``train/loss_<i>``,
+From the command line: ``python -m kdlightning.train kd=dml`` (``conf/kd/dml.yaml`` names
+:class:`DML`, which checks ``kd.temperature`` and ``kd.num_students`` and builds the module for the
+cohort the job gives it, so the job needs no DML-specific code beyond building the students);
+the job's distilled entry is student 0, which starts from the baseline's initial weights. Samples
+without a label (target ``UNLABELED``, the transfer set) get the mutual term only: that is how DML
+uses unlabeled data. Logged keys: ``train/{loss,ce_loss,dml_loss,acc}``, ``train/loss_<i>``,
 ``{val,test}/acc`` (student 0), ``{val,test}/acc_<i>`` (the peers), ``{val,test}/agreement``
 (student 0's top-1 against student 1's) and ``{val,test}/loss`` (student 0's cross-entropy).
 """
@@ -33,6 +35,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
 
 from kdlightning.distill.functional import check_temperature, kd_loss, labeled_ce
+from kdlightning.distill.methods.base import ArgumentError, check_temp
 from kdlightning.distill.modules import (
     Batch,
     OptimizerFactory,
@@ -42,6 +45,7 @@ from kdlightning.distill.modules import (
 )
 
 __all__ = [
+    "DML",
     "MutualLearningModule",
     "MutualTerms",
     "check_num_students",
@@ -59,19 +63,68 @@ class MutualTerms(NamedTuple):
     dml: Tensor
 
 
-def check_num_students(value: object) -> int:
-    """Return ``value`` as an int, or raise ``ValueError`` unless it is an integer >= 2."""
+def check_num_students(value: object, key: str = "kd.num_students") -> int:
+    """Return ``value`` as an int, or raise ``ValueError`` (naming ``key``) unless it is an
+    integer >= 2."""
     try:
         k = int(value)  # type: ignore[call-overload]
-        ok = k == float(value) and k >= 2  # type: ignore[arg-type]
+        ok = k == float(value) and k >= 2 and not isinstance(value, bool)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise ValueError(
-            f"kd.num_students={value!r}: deep mutual learning needs a cohort of at least 2 "
-            "students; set kd.num_students=2 (the paper's setting)"
-        )
+        raise ArgumentError(
+            key, value,
+            "{key}={value}: deep mutual learning needs a cohort of at least 2 students; set "
+            "{key}=2 (the paper's setting)",
+        )  # fmt: skip
     return k
+
+
+class DML:
+    """Deep mutual learning as a method (``conf/kd/dml.yaml``: ``_target_`` names this class).
+
+    Not a loss on teacher logits like :class:`kdlightning.distill.methods.Method`: a cohort of
+    ``num_students`` students teach each other, so the method says how many students it needs
+    (``cohort``) and builds the training module for them (:meth:`module`). The constructor checks
+    both hyperparameters once (``temperature=0: ...``; the job's builder names them ``kd.*``)::
+
+        method = DML(temperature=1.0, num_students=2, alpha=None)
+        module = method.module([student_a, student_b], num_classes=10)
+    """
+
+    name = "dml"
+    needs_features = False
+    #: the job builds ``num_students`` students and no distillation against the teacher
+    cohort = True
+
+    def __init__(self, temperature: float, num_students: int, alpha: float | None) -> None:
+        self.temperature = check_temp("temperature", temperature)
+        self.num_students = check_num_students(num_students, "num_students")
+        # alpha exists only to be null: a recipe that sets the KD mix for every method
+        # (experiment=cifar100_base) unsets it for DML, and Hydra cannot delete a key in YAML.
+        if alpha is not None:
+            raise ArgumentError(
+                "alpha", alpha,
+                "{key}={value}: deep mutual learning has no alpha (the cross-entropy and the "
+                "mutual KL weigh the same, conf/kd/dml.yaml says why); remove it or set {key}=null",
+            )  # fmt: skip
+
+    def module(
+        self,
+        students: Sequence[nn.Module],
+        num_classes: int | None = None,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+    ) -> MutualLearningModule:
+        """The Lightning module that trains ``students`` (``num_students`` of them) together."""
+        if len(students) != self.num_students:
+            raise ValueError(
+                f"DML(num_students={self.num_students}) was given {len(students)} students"
+            )
+        return MutualLearningModule(students, self.temperature, optimizer, scheduler, num_classes)
+
+    def __repr__(self) -> str:
+        return f"DML(temperature={self.temperature:g}, num_students={self.num_students})"
 
 
 def mutual_terms(

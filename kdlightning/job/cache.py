@@ -6,15 +6,16 @@
     python -m kdlightning.train cache.dir=/fast/disk     # where entries live (paths.cache_dir)
 
 An entry is ``<cache.dir>/<kind>/<key>/`` holding ``tensors.pt`` (named tensors only: a model's
-state dict, or teacher logits), ``metrics.json`` and ``meta.json`` (the key's inputs and the
-SHA-256 of ``tensors.pt`` and of ``metrics.json``, and its own). ``key`` hashes everything that
+state dict) or ``tensors.safetensors`` (teacher logits, memory-mapped when read:
+``kdlightning.distill.logit_store``), ``metrics.json`` and ``meta.json`` (the key's inputs and
+the SHA-256 of the tensor file and of ``metrics.json``, and its own). ``key`` hashes everything that
 can change the result: for a stage, the resolved configs in :data:`STAGE_INPUTS` (not ``kd.*``,
 loggers or paths, which is what lets a temperature sweep share one teacher), what the data files
 hold (the data module's ``fingerprint()``) and the source code of this package (editing a
 model or the training loop never reuses a stale teacher). Nothing is unpickled: tensors are
-read with ``torch.load(weights_only=True)`` after their checksum matched, and models are
-rebuilt from the config. A damaged or tampered entry is named in a warning, discarded and
-recomputed.
+read with ``torch.load(weights_only=True)`` (or mapped from safetensors) after their checksum
+matched, and models are rebuilt from the config. A damaged or tampered entry is named in a
+warning, discarded and recomputed.
 
 Entries are written to a temporary folder and renamed into place; a file lock serializes the jobs
 asking for the same key (a waiting job says what it waits for and gives up after
@@ -44,7 +45,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 import kdlightning
-from kdlightning.files import atomic_write, file_sha256
+from kdlightning.distill.logit_store import open_tables, save_tables
+from kdlightning.files import atomic_write, file_sha256, fingerprint_files
 from kdlightning.job.distributed import is_global_zero, job_token
 
 log = logging.getLogger(__name__)
@@ -110,6 +112,13 @@ def key_config(
     if checkpoint and Path(checkpoint).expanduser().is_file():
         # A teacher loaded from a file is only the same teacher while the file is unchanged.
         out["checkpoint_sha256"] = file_sha256(Path(checkpoint).expanduser())
+    role = "teacher" if stage == "teacher" else "student"
+    source = ((out.get(role) or {}).get("model") or {}).get("name_or_path")
+    if isinstance(source, str) and Path(source).expanduser().is_dir():
+        # A Hugging Face model from a folder (teacher=hf) is only the same model while the
+        # folder's files are: weights saved anew under the same path must miss the cache.
+        folder = Path(source).expanduser()
+        out["model_files"] = fingerprint_files(sorted(p for p in folder.rglob("*") if p.is_file()))
     return out
 
 
@@ -158,7 +167,9 @@ class DamagedEntry(Exception):
     """An entry that is incomplete, unreadable or not what its checksum says."""
 
 
-ENTRY_FILES = ("tensors.pt", "metrics.json")
+#: The tensor file of an entry: ``pt`` (``torch.save``, read with ``weights_only=True``) or
+#: ``safetensors`` (read memory-mapped: the processes of a node share one copy of the pages).
+TENSOR_FILES = {"pt": "tensors.pt", "safetensors": "tensors.safetensors"}
 
 
 def _meta_digest(meta: dict[str, Any]) -> str:
@@ -169,37 +180,53 @@ def _meta_digest(meta: dict[str, Any]) -> str:
 
 def load_entry(entry: Path) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Any]]:
     """(tensors, metrics, meta) of a cache entry, each file checked against its checksum: the
-    tensors and the metrics by the SHA-256 sums in meta.json, meta.json by its own."""
+    tensors and the metrics by the SHA-256 sums in meta.json, meta.json by its own. A
+    ``tensors.safetensors`` entry comes back memory-mapped (pages read as lookups touch them)."""
     try:
         meta = json.loads((entry / "meta.json").read_text())
         if meta.get("meta_sha256") != _meta_digest(meta):
             raise DamagedEntry("meta.json does not match its own checksum (edited?)")
         sums = meta.get("files") or {}
-        for name in ENTRY_FILES:
+        tensor_file = next((f for f in TENSOR_FILES.values() if f in sums), "tensors.pt")
+        for name in (tensor_file, "metrics.json"):
             if file_sha256(entry / name) != sums.get(name):
                 raise DamagedEntry(f"{name} does not match its checksum in meta.json (edited?)")
         metrics = json.loads((entry / "metrics.json").read_text())
-        tensors = torch.load(entry / "tensors.pt", map_location="cpu", weights_only=True)
+        if tensor_file == TENSOR_FILES["safetensors"]:
+            tensors: Any = open_tables(entry / tensor_file)
+        else:
+            tensors = torch.load(entry / tensor_file, map_location="cpu", weights_only=True)
     except DamagedEntry:
         raise
     except Exception as err:  # missing, truncated, garbled JSON, not a tensor file, ...
         raise DamagedEntry(f"{type(err).__name__}: {err}") from err
     if not isinstance(tensors, dict) or not all(isinstance(v, Tensor) for v in tensors.values()):
-        raise DamagedEntry("tensors.pt holds no dict of tensors")
+        raise DamagedEntry(f"{tensor_file} holds no dict of tensors")
     return tensors, metrics, meta
 
 
 def store_entry(
-    entry: Path, tensors: dict[str, Tensor], metrics: dict[str, Any], meta: dict[str, Any]
+    entry: Path,
+    tensors: dict[str, Tensor],
+    metrics: dict[str, Any],
+    meta: dict[str, Any],
+    fmt: str = "pt",
 ) -> None:
     """Write an entry to a temporary folder and rename it into place (atomic for readers); every
-    file is covered by a checksum (:func:`load_entry` checks them)."""
+    file is covered by a checksum (:func:`load_entry` checks them). ``fmt``: the tensor file's
+    format, a key of :data:`TENSOR_FILES` (safetensors refuses tensors that share memory, as
+    tied weights do: state dicts stay ``pt``)."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
     try:
-        torch.save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp / "t.pt")
-        os.replace(tmp / "t.pt", tmp / "tensors.pt")
+        tensor_file = TENSOR_FILES[fmt]
+        if fmt == "safetensors":
+            save_tables(tensors, tmp / "t.tmp")
+        else:
+            plain = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+            torch.save(plain, tmp / "t.tmp")
+        os.replace(tmp / "t.tmp", tmp / tensor_file)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
-        sums = {name: file_sha256(tmp / name) for name in ENTRY_FILES}
+        sums = {name: file_sha256(tmp / name) for name in (tensor_file, "metrics.json")}
         meta = {**meta, "files": sums, "created": time.time()}
         meta = json.loads(json.dumps(meta, default=str))  # the form load_entry reads back
         meta["meta_sha256"] = _meta_digest(meta)
@@ -274,8 +301,13 @@ class StageCache:
         kind: str,
         key_inputs: dict[str, Any],
         compute: Callable[[], dict[str, Tensor]],
+        mmap: bool = False,
     ) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        """Named tensors (e.g. teacher logits) keyed by ``key_inputs``; (tensors, cache info)."""
+        """Named tensors (e.g. teacher logits) keyed by ``key_inputs``; (tensors, cache info).
+
+        ``mmap``: stored as safetensors and returned memory-mapped from the entry, also right
+        after computing them (the computed copy is let go: a process then holds only the pages
+        its lookups touch, shared with the other processes of the node)."""
         if not self.enabled:
             return compute(), {"enabled": False}
         holder: dict[str, dict[str, Tensor]] = {}
@@ -288,7 +320,10 @@ class StageCache:
             holder["t"] = tensors
 
         key_inputs = {**key_inputs, "code": code_version()}
-        _, info = self._get(kind, digest(key_inputs), key_inputs, compute_tensors, restore)
+        fmt = "safetensors" if mmap else "pt"
+        _, info = self._get(kind, digest(key_inputs), key_inputs, compute_tensors, restore, fmt)
+        if mmap and not info["hit"] and is_global_zero():
+            holder["t"] = load_entry(Path(info["entry"]))[0]  # just written and checked
         return holder["t"], info
 
     # --- the protocol --------------------------------------------------------------------------
@@ -299,6 +334,7 @@ class StageCache:
         key_inputs: dict[str, Any],
         compute: Callable[[], tuple[dict[str, Tensor], dict[str, Any]]],
         restore: Callable[[dict[str, Tensor]], None],
+        fmt: str = "pt",
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         entry = self.dir / kind / key
         if not is_global_zero():
@@ -337,7 +373,7 @@ class StageCache:
                 log.info("Cache miss: computing the %s and storing it in %s", kind, entry)
                 tensors, metrics = compute()
                 meta = {"kind": kind, "key": key, "trained_in": trained_in, "inputs": key_inputs}
-                store_entry(entry, tensors, metrics, meta)
+                store_entry(entry, tensors, metrics, meta, fmt)
             self._record({"stage": kind, "key": key, "hit": hit, "run": str(self.output_dir)})
         return metrics, {"hit": hit, "key": key, "entry": str(entry), "trained_in": trained_in}
 

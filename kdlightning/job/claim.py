@@ -21,7 +21,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
-RESULTS = "results.json"
+from kdlightning.job.runfiles import CONFIG, RESULTS, read_yaml
 
 
 def earlier_work(output_dir: Path) -> list[str]:
@@ -96,17 +96,18 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 #: Keys a resumed job may change: the switch itself, and how the job shows its progress.
-RESUME_MAY_CHANGE = ("resume", "trainer.enable_progress_bar")
+# eval.*: read by task=eval only (and absent from the config.yaml of runs before it)
+RESUME_MAY_CHANGE = ("resume", "trainer.enable_progress_bar", "eval.")
 
 
 def check_resume_config(output_dir: Path, cfg: Any) -> None:
     """A resumed job must run with the config the run started with (its ``config.yaml``), else
     its results would mix two settings (epochs 1-16 at T=2, the rest at T=8, reported as T=8).
     Raises :class:`RunRefused` naming the keys that differ."""
-    path = output_dir / "config.yaml"
+    path = output_dir / CONFIG
     if not path.is_file():
         return  # interrupted before it wrote its config: nothing ran yet
-    before = _flat(OmegaConf.to_container(OmegaConf.load(path), resolve=True))
+    before = _flat(OmegaConf.to_container(read_yaml(path), resolve=True))
     now = _flat(OmegaConf.to_container(cfg, resolve=True))
     differ = sorted(
         k for k in set(before) | set(now)

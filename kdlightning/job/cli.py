@@ -13,7 +13,9 @@ Hydra composes the config; then, in this order:
 A user's mistake ends the command with one line ``error: <what>; <fix>`` and status 2, a bug
 with its traceback and status 1 (:mod:`kdlightning.job.errors`; ``HYDRA_FULL_ERROR=1`` prints
 the traceback of a user's mistake too). Inside a multirun a failed job is logged and the sweep
-goes on with the others (Hydra's basic launcher); the command then ends with the first failure.
+goes on with the others (Hydra's basic launcher); the command then ends with the first failure
+(the Optuna sweeper, ``hparams_search=kd_optuna``, tells Optuna the trial failed and ends with
+an error only when every trial failed).
 Hydra itself would print its own message and exit 1 for both kinds: :func:`main` lets Hydra
 re-raise (it sets ``HYDRA_FULL_ERROR=1`` for it, see :data:`~kdlightning.job.errors.FORCED_ENV`)
 and tells them apart here.
@@ -33,6 +35,7 @@ from omegaconf import DictConfig
 
 from kdlightning.job import errors, progress
 from kdlightning.job.claim import claim_explicit_run_dir
+from kdlightning.job.conf_dir import config_dir
 from kdlightning.job.keys import check_target_keys
 from kdlightning.job.precheck import precheck
 from kdlightning.job.relaunch import relaunch_safe
@@ -41,13 +44,6 @@ from kdlightning.job.resolvers import register_resolvers
 log = logging.getLogger(__name__)
 
 register_resolvers()  # conf/hydra/default.yaml names run dirs with ${kdl.run_id:}
-
-
-def _config_dir() -> str:
-    # Inside a wheel the tree is packaged as kdlightning/conf; in a checkout it is ../../conf.
-    package = Path(__file__).resolve().parents[1]
-    packaged = package / "conf"
-    return str(packaged if packaged.is_dir() else package.parent / "conf")
 
 
 def _local_rank_zero() -> bool:
@@ -111,7 +107,7 @@ def task(cfg: DictConfig) -> float:
 
 @relaunch_safe  # a DDP child that Lightning starts runs its parent's job, not a new sweep
 @claim_explicit_run_dir  # hydra.run.dir=<a folder>: claimed before Hydra writes into it
-@hydra.main(version_base="1.3", config_path=_config_dir(), config_name="train")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float:
     return task(cfg)
 

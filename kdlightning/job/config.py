@@ -19,7 +19,7 @@ from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from kdlightning.data.fast import check_on_device
-from kdlightning.distill.functional import check_alpha, check_temperature
+from kdlightning.distill.logit_store import check_dtype, check_topk
 from kdlightning.distill.teacher import cached_feature_message, check_teacher_logits
 from kdlightning.job.build import build_method, method_class, method_needs
 from kdlightning.job.errors import ConfigError  # defined there: the command line needs no torch
@@ -102,51 +102,64 @@ def check_kd(cfg: DictConfig) -> None:
     kd = cfg.kd
     method = kd.get("method", "kd")
     known = known_methods()
-    if "_target_" in kd:
-        try:
-            cls = method_class(kd)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-        own = getattr(cls, "name", "")
-        if own and own != method:
-            if method not in known:
-                raise ConfigError(_unknown_method(method, known))
-            raise ConfigError(
-                f"kd.method={method} with kd._target_={kd._target_} (the method {own}): pick the "
-                f"method with kd={method}, which sets both"
-            )
-        if getattr(cls, "needs_features", False) and kd.get("teacher_logits") == "cached":
-            raise ConfigError(cached_feature_message(method))
-        try:
-            if not {"teacher", "student", "input_shape"} & set(method_needs(kd)):
-                build_method(kd, num_train=PROBE_NUM_TRAIN)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-    else:  # dml and the language-model methods: a temperature, and alpha where they have one
+    if "_target_" not in kd and method not in known:
+        raise ConfigError(_unknown_method(method, known))
+    try:
+        cls = method_class(kd)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    own = getattr(cls, "name", "")
+    if own and own != method:
         if method not in known:
             raise ConfigError(_unknown_method(method, known))
-        checks = [("temperature", check_temperature)] + (
-            # alpha: null is absent (experiment=cifar100_dml unsets the KD recipe's alpha)
-            [("alpha", check_alpha)] if kd.get("alpha") is not None else []
+        raise ConfigError(
+            f"kd.method={method} with kd._target_={kd._target_} (the method {own}): pick the "
+            f"method with kd={method}, which sets both"
         )
-        for key, check in checks:
-            value = kd.get(key)
-            try:
-                check(value)
-            except ValueError as err:
-                raise ConfigError(f"kd.{key}={value!r}: {err}") from None
-    if method == "dml":
-        from kdlightning.distill.mutual import check_num_students
-
-        try:
-            check_num_students(kd.get("num_students", 2))
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-    if "teacher_logits" in kd:
-        try:
+    if getattr(cls, "needs_features", False) and kd.get("teacher_logits") == "cached":
+        raise ConfigError(cached_feature_message(method))
+    try:
+        if not {"teacher", "student", "input_shape"} & set(method_needs(kd)):
+            build_method(kd, num_train=PROBE_NUM_TRAIN)
+        if "teacher_logits" in kd:
             check_teacher_logits(kd.teacher_logits)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    check_logit_store(kd)
+
+
+def check_logit_store(kd: DictConfig) -> None:
+    """``kd.logits_dtype`` names a stored type; ``kd.logits_topk`` is a positive integer (its
+    bound, the class count, is checked once the data is read), with cached logits, for the KD
+    loss: a top-k teacher drops its other classes (probability 0), which the forward KL of
+    ``kd=kd`` is defined for; the others read what was dropped (z-scores, DKD's non-target
+    split, DIST's correlations over every class)."""
+    if kd.get("logits_dtype") is not None:
+        try:
+            check_dtype(kd.logits_dtype)
         except ValueError as err:
             raise ConfigError(str(err)) from None
+    k = kd.get("logits_topk")
+    if k is None:
+        return
+    try:
+        check_topk(k)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    method = kd.get("method", "kd")
+    if method != "kd" or kd.get("standardize"):
+        raise ConfigError(
+            f"kd.logits_topk={k} with kd={method}"
+            f"{' and kd.standardize=true' if kd.get('standardize') else ''}: the top-k teacher "
+            "gives its other classes probability 0, which only the KD loss (forward KL, kd=kd "
+            "with standardize=false) is defined for; use kd=kd, or kd.logits_topk=null"
+        )
+    if kd.get("teacher_logits") == "online":
+        raise ConfigError(
+            f"kd.logits_topk={k} keeps the teacher's top {k} stored logits per sample, but "
+            "kd.teacher_logits=online runs the teacher on every batch; set "
+            "kd.teacher_logits=cached (or auto), or kd.logits_topk=null"
+        )
 
 
 def check_feature_layers(cfg: DictConfig) -> None:

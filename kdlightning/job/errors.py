@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from kdlightning.files import atomic_write
+from kdlightning.job.runfiles import FAILED
 
 #: Exit status of a command that stopped on a user's mistake (a bug exits with 1).
 USER_ERROR_STATUS = 2
@@ -35,7 +36,7 @@ USER_ERRORS = frozenset(
     {
         "kdlightning.job.errors.ConfigError",  # a config value (kdlightning.job.config)
         "kdlightning.job.cache.CacheError",  # the cache folder: not writable, lock held
-        "kdlightning.job.rundir.RunDirError",  # a folder that is not a finished run
+        "kdlightning.job.runfiles.RunDirError",  # a folder that is not a finished run
         "kdlightning.models.weights.CheckpointError",  # teacher.checkpoint= that does not fit
         "kdlightning.deploy.export.ExportError",  # an export argument
         "kdlightning.deploy.export.ExportMismatch",  # an exported file that does not match
@@ -161,4 +162,4 @@ def mark_failed(output_dir: Path, err: BaseException, signal_name: str | None = 
         "signal": signal_name,
         "traceback": "".join(traceback.format_exception(err)),
     }
-    atomic_write(output_dir / "failed.json", json.dumps(payload, indent=2) + "\n")
+    atomic_write(output_dir / FAILED, json.dumps(payload, indent=2) + "\n")

@@ -32,7 +32,7 @@ from kdlightning.job.keys import added_keys, check_added_keys, parse_overrides
 log = logging.getLogger(__name__)
 
 #: What ``task=`` can be.
-TASKS = ("distill", "classify")
+TASKS = ("distill", "classify", "eval")
 
 _ABSENT = object()
 
@@ -42,7 +42,8 @@ def check_task(task: Any) -> str:
     if task not in TASKS:
         raise ConfigError(
             f"unknown task {task!r}: task={task!r} is not a task; use task=distill (teacher -> "
-            "student, the default) or task=classify (train teacher.model alone on hard labels)"
+            "student, the default), task=classify (train teacher.model alone on hard labels) "
+            "or task=eval eval.run_dir=DIR (score a finished run's model again)"
         )
     return task
 

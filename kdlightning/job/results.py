@@ -2,7 +2,8 @@
 
     results.json     teacher / baseline / distilled metrics and costs, plus a summary (strict JSON)
     comparison.md    the side-by-side table the job prints
-    student.pt       the distilled student's state dict (``torch.load(..., weights_only=True)``)
+    student.pt       the distilled student's state dict (``torch.load(..., weights_only=True)``);
+                     its SHA-256 in results.json (``summary.sha256``)
     config.yaml      the resolved config the job ran with: rebuilds its models (kdl-export)
     failed.json      why the job stopped (error, signal, traceback), for the sweep report
     <stage>/result/  a finished stage's weights and metrics (checksummed), what resume=true reads
@@ -24,12 +25,10 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from kdlightning.deploy.compare import comparison_table, comparison_title, ratios
-from kdlightning.files import atomic_path, atomic_write
+from kdlightning.files import atomic_path, atomic_write, file_sha256
 from kdlightning.job.cache import DamagedEntry, load_entry, store_entry
 from kdlightning.job.errors import mark_failed  # noqa: F401  (the job's failed.json)
-
-RESULTS = "results.json"
-FAILED = "failed.json"
+from kdlightning.job.runfiles import CONFIG, FAILED, RESULTS  # noqa: F401  (the file names)
 
 
 def finite(tree: Any) -> Any:
@@ -57,11 +56,17 @@ def write_job(
 ) -> str:
     """Write results.json, comparison.md and each ``{file name: model}`` state dict in
     ``weights`` (``student.pt``, ``teacher.pt``); returns the comparison: ``title`` and
-    ``table`` of ``results`` (the image job's by default; language models pass their own)."""
+    ``table`` of ``results`` (the image job's by default; language models pass their own).
+    Each weights file's SHA-256 goes into ``results["summary"]["sha256"]``: what kdl-eval and
+    kdl-export check the file against before loading it."""
     output_dir.mkdir(parents=True, exist_ok=True)
+    sums = {}
     for name, model in (weights or {}).items():
         with atomic_path(output_dir / name) as tmp:
             torch.save(model.state_dict(), tmp)
+            sums[name] = file_sha256(tmp)
+    if sums:
+        results.setdefault("summary", {})["sha256"] = sums
     write_json(output_dir / RESULTS, results)
     comparison = f"{title(results)}\n\n{table(results)}"
     atomic_write(output_dir / "comparison.md", comparison + "\n")
@@ -71,7 +76,7 @@ def write_job(
 def write_config(output_dir: Path, cfg: Any) -> None:
     """``config.yaml``: the job's config, resolved (paths absolute), so that any run directory,
     in-process or from the CLI, can rebuild its student (``kdlightning.deploy.export``)."""
-    atomic_write(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write(output_dir / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def summary(results: Mapping[str, Any], **extra: Any) -> dict[str, Any]:

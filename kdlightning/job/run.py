@@ -6,6 +6,7 @@
     python -m kdlightning.train data.num_labeled=100             # distill on unlabeled data
     python -m kdlightning.train cache.enabled=false              # retrain a cached teacher
     python -m kdlightning.train task=classify                    # train the teacher only
+    python -m kdlightning.train task=eval eval.run_dir=DIR       # a finished run scored again
     python -m kdlightning.train resume=true hydra.run.dir=DIR    # continue a killed job
     python -m kdlightning.train -m kd.temperature=1,2,4,8        # a Hydra multirun sweep
     python -m kdlightning.train -m +sweep=temperature_alpha seed=0,1,2   # T x alpha x seeds
@@ -63,6 +64,8 @@ def run(cfg: DictConfig, output_dir: Path, trainers: list | None = None) -> dict
     children); pass the list ``job_scope`` yields, or nothing outside a Hydra job.
     """
     task_name = check_task(cfg.get("task", "distill"))
+    if task_name == "eval":  # nothing trains: a finished run's model scored again
+        return evaluate_job(cfg, output_dir)
     check_config(cfg)
     resume = bool(cfg.get("resume", False))
     if is_global_zero():
@@ -153,6 +156,28 @@ def _run_claimed(
     return results
 
 
+def evaluate_job(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    """``task=eval``: :func:`kdlightning.deploy.evaluate.evaluate_run` on ``eval.run_dir``,
+    with the command line's ``data=NAME`` / ``data.KEY=VALUE``; prints the row and writes
+    ``eval.json`` into this job's own folder. Returns ``{"evaluation": figures}``."""
+    from kdlightning.deploy.evaluate import EvalError, eval_table, evaluate_run
+
+    settings = cfg.get("eval") or {}
+    if not settings.get("run_dir"):
+        raise EvalError(
+            "task=eval needs the run to evaluate: eval.run_dir=logs/distill/runs/<dir> (or "
+            "kdl-eval logs/distill/runs/<dir>)"
+        )
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    data_args = [o for o in overrides if o.startswith(("data=", "data."))]
+    report = evaluate_run(settings.run_dir, str(settings.get("model", "student")), data_args,
+                          bool(settings.get("onnx", False)))  # fmt: skip
+    output_dir.mkdir(parents=True, exist_ok=True)
+    results_io.write_json(output_dir / "eval.json", report)
+    print(f"\n{eval_table(report)}\n\nfigures: {output_dir / 'eval.json'}")
+    return {"evaluation": report}
+
+
 def job(cfg: DictConfig) -> float:
     """One Hydra job: :func:`run` inside the job's scope (DDP children, signals, failed.json).
     The command line (``@hydra.main`` in :mod:`kdlightning.job.cli`) checks the config first."""
@@ -185,5 +210,5 @@ def job(cfg: DictConfig) -> float:
             tracking.finish()  # the next job of a multirun must not log into this job's last run
     # what a sweeper optimizes: validation accuracy (higher is better), or for language models
     # validation bits per byte (lower is better: minimize it)
-    best = results.get("distilled", results["teacher"])
+    best = results.get("distilled") or results.get("teacher") or results["evaluation"]
     return float(best["val/bpb"] if "val/bpb" in best else best["val/acc"])

@@ -8,9 +8,11 @@ after the job (``kdl-export``, ``benchmarks/latency.py``).
     teacher = load_stage_model(run, "teacher")    # from <dir>/teacher/result (checksummed)
     x = split_inputs(run.dm, max_samples=1024)    # real test inputs
 
-Every job writes ``config.yaml`` (the resolved config it ran with, ``kdlightning.job.results``); a
-CLI run from before that has Hydra's ``.hydra/config.yaml``, resolved here against its
-``.hydra/hydra.yaml``. Weights are read with ``torch.load(weights_only=True)`` only.
+The run's files are read through :mod:`kdlightning.job.runfiles` (the one reader of a run
+directory; the sweep report uses it too); this module adds what needs torch: the data module and
+the models. Weights are read with ``torch.load(weights_only=True)`` only, after their SHA-256
+matched the one the job recorded in results.json (``summary.sha256``; runs from before that
+record are read unchecked).
 """
 
 from __future__ import annotations
@@ -27,13 +29,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from kdlightning.files import file_sha256
 from kdlightning.job.build import build_model
 from kdlightning.job.cache import DamagedEntry
 from kdlightning.job.results import load_stage
-
-
-class RunDirError(ValueError):
-    """A folder that is not a usable run directory; the message says what to do instead."""
+from kdlightning.job.runfiles import RESULTS, RunDirError, RunFileError, read_config, read_json
 
 
 @dataclass
@@ -47,30 +47,12 @@ class Run:
 
 
 def load_config(run_dir: Path) -> DictConfig:
-    """The composed config a job ran with: ``config.yaml``, else Hydra's ``.hydra/config.yaml``."""
-    if (run_dir / "config.yaml").is_file():
-        return OmegaConf.load(run_dir / "config.yaml")
-    hydra_dir = run_dir / ".hydra"
-    if not (hydra_dir / "config.yaml").is_file() or not (hydra_dir / "hydra.yaml").is_file():
-        raise RunDirError(
-            f"{run_dir} has no config.yaml (nor .hydra/config.yaml): not a run directory of "
-            "the main job; pass the folder a `python -m kdlightning.train` job wrote"
-        )
-    # ${hydra:runtime.cwd} (data and log paths) must mean what it meant in that job: read it
-    # as a plain interpolation into that job's own .hydra/hydra.yaml
-    # (and so must ${kdl.cwd:}, the folder that job started in: Hydra's runtime.cwd)
-    text = (hydra_dir / "config.yaml").read_text().replace("${hydra:", "${hydra.")
-    text = text.replace("${kdl.cwd:}", "${hydra.runtime.cwd}")
-    merged = OmegaConf.merge(OmegaConf.create(text), OmegaConf.load(hydra_dir / "hydra.yaml"))
-    plain = {k: merged[k] for k in merged if k != "hydra"}  # scalars come back resolved
-    return OmegaConf.create(
-        {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-         for k, v in plain.items()}
-    )  # fmt: skip
+    """The composed config a job ran with (:func:`kdlightning.job.runfiles.read_config`)."""
+    return read_config(run_dir)
 
 
 #: data config keys that name files or folders: what a moved data set changes
-DATA_PATH_KEYS = ("root", "data_dir", "paths", "load_from_disk", "tokenizer")
+DATA_PATH_KEYS = ("root", "data_dir", "paths", "load_from_disk", "path", "tokenizer")
 
 
 def apply_data_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
@@ -79,7 +61,8 @@ def apply_data_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfi
     for override in overrides:
         key, sep, value = override.partition("=")
         name = key.removeprefix("data.")
-        if not sep or not key.startswith("data.") or name not in cfg.data:
+        # keys(), not `in`: OmegaConf says a key whose value is ??? (data.root) is not in it
+        if not sep or not key.startswith("data.") or name not in list(cfg.data.keys()):
             raise RunDirError(
                 f"{override!r}: only data.KEY=VALUE settings of the run's data config can be "
                 f"changed here ({', '.join('data.' + k for k in cfg.data if k != '_target_')})"
@@ -88,9 +71,15 @@ def apply_data_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfi
     return cfg
 
 
-def _data_problem(run_dir: Path, cfg: DictConfig, err: BaseException) -> RunDirError:
+def _data_problem(
+    run_dir: Path,
+    cfg: DictConfig,
+    err: BaseException,
+    command: str = "kdl-export",
+    purpose: str = "to check the export",
+) -> RunDirError:
     """A one-line error for data that cannot be loaded: which path is missing, how to point at
-    its new place."""
+    its new place (with ``command``, the tool that needs the data for ``purpose``)."""
     cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
     paths = {k: cfg.data[k] for k in DATA_PATH_KEYS if isinstance(cfg.data.get(k), str)}
     missing = [k for k, v in paths.items() if not Path(v).expanduser().exists()]
@@ -101,8 +90,8 @@ def _data_problem(run_dir: Path, cfg: DictConfig, err: BaseException) -> RunDirE
         else f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
     )
     return RunDirError(
-        f"the run's test data is needed to check the export, and it cannot be loaded: {where}. "
-        f"If the data moved, point at its new place: kdl-export {run_dir} data.{key}=NEW_PLACE"
+        f"the run's test data is needed {purpose}, and it cannot be loaded: {where}. "
+        f"If the data moved, point at its new place: {command} {run_dir} data.{key}=NEW_PLACE"
     )
 
 
@@ -145,27 +134,60 @@ def load_run(run_dir: str | Path, data_overrides: Sequence[str] = ()) -> Run:
             f"{path} is a task={task} run, not a distillation run: it has no distilled student "
             "(its teacher's weights are in teacher.pt)"
         )
-    weights = path / "student.pt"
-    if not weights.is_file():
-        raise RunDirError(
-            f"{path} has no student.pt: the job did not finish (see failed.json there, if any); "
-            f"run it to the end, or continue it with resume=true hydra.run.dir={path}"
-        )
+    weights_path(path, "student.pt")  # a missing file is said before the data loads
     try:
         dm = load_data(cfg)
     except (InstantiationException, OSError, ValueError) as err:
         raise _data_problem(path, cfg, err) from None
     student = build_model(cfg.student.model, dm, "student")
+    load_weights_file(path, "student.pt", student, cfg.student.model._target_)
+    return Run(path, cfg, dm, student.eval())
+
+
+def recorded_sha256(run_dir: Path, name: str) -> str | None:
+    """The SHA-256 of the weights file ``name`` that the job recorded in results.json
+    (``summary.sha256``); ``None`` for a run that recorded none (or has no readable
+    results.json)."""
+    try:
+        results = read_json(run_dir / RESULTS)
+    except RunFileError:
+        return None
+    sums = (results.get("summary") or {}).get("sha256") if isinstance(results, dict) else None
+    return sums.get(name) if isinstance(sums, dict) else None
+
+
+def weights_path(run_dir: Path, name: str) -> Path:
+    """``run_dir/name``; :class:`RunDirError` saying how to finish the job if it is missing."""
+    weights = run_dir / name
+    if not weights.is_file():
+        raise RunDirError(
+            f"{run_dir} has no {name}: the job did not finish (see failed.json there, if any); "
+            f"run it to the end, or continue it with resume=true hydra.run.dir={run_dir}"
+        )
+    return weights
+
+
+def load_weights_file(run_dir: Path, name: str, model: nn.Module, target: str = "") -> nn.Module:
+    """Load ``run_dir/name`` (``student.pt``, ``teacher.pt``) into ``model`` (strict), after
+    its checksum matched the run's record; :class:`RunDirError` names the file and the fix."""
+    weights = weights_path(run_dir, name)
+    expected = recorded_sha256(run_dir, name)
+    if expected is not None and file_sha256(weights) != expected:
+        raise RunDirError(
+            f"{weights} does not match the SHA-256 the job recorded for it in "
+            f"{run_dir / RESULTS} (summary.sha256): the file was changed or damaged after the "
+            "job; restore it from a copy, or run the job again"
+        )
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
-        student.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True)
     except Exception as err:  # unpickling errors, truncation, wrong keys or shapes
+        what = f"the model {target} that {run_dir}'s config builds" if target else "the model"
         raise RunDirError(
-            f"{weights} cannot be loaded into the student model {cfg.student.model._target_} "
-            f"that {path}'s config builds ({type(err).__name__}: {str(err)[:300]}): the file "
-            "is damaged or from another job; run the job again"
+            f"{weights} cannot be loaded into {what} ({type(err).__name__}: {str(err)[:300]}): "
+            "the file is damaged or from another job; run the job again"
         ) from None
-    return Run(path, cfg, dm, student.eval())
+    return model
 
 
 def load_stage_model(run: Run, stage: str) -> nn.Module:

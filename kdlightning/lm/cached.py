@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from kdlightning.distill.logit_store import index_dtype
 from kdlightning.lm.data import SPLITS, TextDataModule
 
 #: Logit given to the tokens outside the stored top k: exp(-1e4) is exactly 0 in float32 (and
@@ -27,8 +28,9 @@ ABSENT = -1e4
 
 @torch.no_grad()
 def compute_topk(teacher: nn.Module, dm: TextDataModule, k: int) -> dict[str, Tensor]:
-    """The teacher's top ``k`` logits (float32) and token ids (int64) for every block of every
-    split, in block order: ``{split}_values`` and ``{split}_indices``, each ``(N, L, k)``."""
+    """The teacher's top ``k`` logits (float32) and token ids (int16 up to 32767 tokens, else
+    int32: a quarter or half of int64's bytes) for every block of every split, in block order:
+    ``{split}_values`` and ``{split}_indices``, each ``(N, L, k)``."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = teacher.to(device).eval()
     dm.setup()
@@ -38,7 +40,7 @@ def compute_topk(teacher: nn.Module, dm: TextDataModule, k: int) -> dict[str, Te
         for batch in dm.loader(dm.split(split), train=False, shard=False):
             top = model(batch[0].to(device)).float().topk(min(k, dm.vocab_size), dim=-1)
             values.append(top.values.cpu())
-            indices.append(top.indices.cpu())
+            indices.append(top.indices.to(index_dtype(dm.vocab_size)).cpu())
         out[f"{split}_values"], out[f"{split}_indices"] = torch.cat(values), torch.cat(indices)
     teacher.to("cpu")
     return out
@@ -48,4 +50,4 @@ def dense_from_topk(values: Tensor, indices: Tensor, vocab_size: int) -> Tensor:
     """``(..., vocab)`` logits holding ``values`` at ``indices`` and :data:`ABSENT` elsewhere."""
     dense = torch.full((*values.shape[:-1], vocab_size), ABSENT, dtype=values.dtype,
                        device=values.device)  # fmt: skip
-    return dense.scatter_(-1, indices, values)
+    return dense.scatter_(-1, indices.long(), values)

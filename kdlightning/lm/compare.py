@@ -5,7 +5,8 @@
     print(lm_table(results))
 
 Bits per byte (bpb) is the loss in nats per token / ln 2 / UTF-8 bytes per token (1 for the
-byte-level default): comparable across tokenizers, unlike perplexity. Generation speed is the
+byte-level default): comparable across tokenizers, unlike perplexity and bits per token (the
+loss / ln 2, the tokenizer's own unit; equal to bpb for bytes). Generation speed is the
 tokens per second of sampling ``sample_tokens`` new tokens one at a time from a fixed prompt
 (batch 1, CPU, no key/value cache: each step re-reads the whole context, as the GPT does).
 """
@@ -76,8 +77,8 @@ def lm_title(results: Mapping[str, Any]) -> str:
 
 def lm_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     """Markdown table per model, then one short sample per model."""
-    headers = ["model", "test bpb", "val bpb", "test ppl", "test loss", "params", "size (KiB)",
-               "tokens/s", "compression", "fit (s)"]  # fmt: skip
+    headers = ["model", "test bpb", "val bpb", "test bits/token", "test ppl", "test loss",
+               "params", "size (KiB)", "tokens/s", "compression", "fit (s)"]  # fmt: skip
     rows, samples = [], []
     for key, label in ROLES:
         if key not in results:
@@ -86,7 +87,8 @@ def lm_table(results: Mapping[str, Mapping[str, Any]]) -> str:
         compression, _ = ratios(results, key)
         rows.append([
             label, _fmt(r.get("test/bpb"), ".4f"), _fmt(r.get("val/bpb"), ".4f"),
-            _fmt(r.get("test/ppl"), ".3f"), _fmt(r.get("test/loss"), ".4f"), f"{r['params']:,}",
+            _fmt(r.get("test/bpt"), ".4f"), _fmt(r.get("test/ppl"), ".3f"),
+            _fmt(r.get("test/loss"), ".4f"), f"{r['params']:,}",
             f"{r['size_bytes'] / 1024:.1f}", _fmt(r.get("tokens_per_s"), ".0f"),
             f"{compression:.1f}x", _fmt(r.get("fit_seconds"), ".1f"),
         ])  # fmt: skip

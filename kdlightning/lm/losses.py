@@ -22,21 +22,25 @@ Divergences (each on ``logits / T``, times ``T^2`` as in Hinton et al. 2015, arX
   convention): ``beta * KL(p_t || m) + (1 - beta) * KL(p_s || m)``,
   ``m = beta * p_t + (1 - beta) * p_s``; ``beta=0`` is forward KL and ``beta=1`` reverse KL.
 
-Memory: ``chunk_size`` positions are scored at a time, and under autograd each chunk is
-checkpointed (``torch.utils.checkpoint``): the float32 log-probabilities of teacher and student
-exist for one chunk at a time, in the forward and again in the backward, instead of for the
-whole ``batch x seq x vocab`` (torchtune's chunked losses chunk the same way).
+Memory: ``chunk_size`` positions are scored at a time. Under autograd each chunk's gradient is
+computed right away, in the forward, and written into one preallocated gradient of the logits
+(the backward only scales it): the float32 log-probabilities of teacher and student exist for
+one chunk at a time, instead of for the whole ``batch x seq x vocab``. We first checkpointed
+each chunk (``torch.utils.checkpoint``, as torchtune's chunked losses do): every chunk then ran
+its forward twice, and each chunk's slice backward allocated a gradient the size of the whole
+logits. On 4 x 256 x 32000 logits, chunk 16 (docs/performance.md): checkpointed 1.76x the
+unchunked time, 392 MiB peak growth; computed in the forward 0.40x, 353 MiB; unchunked 662 MiB.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
 from kdlightning.distill.functional import check_temperature, kl_terms
 
@@ -48,6 +52,7 @@ __all__ = [
     "masked_mean",
     "next_token_ce",
     "reverse_kl",
+    "topk_forward_kl",
 ]
 
 #: The ``kd.method`` names of the token-level losses (``conf/kd/<name>.yaml``).
@@ -82,6 +87,38 @@ def masked_mean(per_token: Tensor, mask: Tensor) -> Tensor:
     return torch.where(m, per_token, 0.0).sum() / m.sum().clamp_min(1)
 
 
+class _EagerChunks(torch.autograd.Function):
+    """The masked sum of ``fn`` over sequence chunks, each chunk's gradient computed in the
+    forward into one buffer per differentiable input; the backward scales the buffers."""
+
+    @staticmethod
+    def forward(ctx: Any, fn: Callable[..., Tensor], step: int, mask: Tensor,
+                *tensors: Tensor) -> Tensor:  # fmt: skip
+        wants = [x.requires_grad and x.is_floating_point() for x in tensors]
+        grads = [torch.zeros_like(x) if w else None for x, w in zip(tensors, wants, strict=True)]
+        total = torch.zeros((), device=mask.device, dtype=torch.float32)
+        for start in range(0, mask.shape[1], step):
+            parts = [x[:, start : start + step].detach().requires_grad_(w)
+                     for x, w in zip(tensors, wants, strict=True)]  # fmt: skip
+            m = mask[:, start : start + step].bool()
+            with torch.enable_grad():
+                value = torch.where(m, fn(*parts), 0.0).sum()
+            inputs = [p for p, w in zip(parts, wants, strict=True) if w]
+            for grad, part in zip((g for g in grads if g is not None),
+                                  torch.autograd.grad(value, inputs), strict=True):  # fmt: skip
+                grad[:, start : start + step] = part
+            total = total + value.detach()
+        ctx.save_for_backward(*(g for g in grads if g is not None))
+        ctx.wants = wants
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, out: Tensor) -> tuple[Tensor | None, ...]:
+        saved = iter(ctx.saved_tensors)
+        grads = [next(saved) * out if w else None for w in ctx.wants]
+        return (None, None, None, *grads)
+
+
 def _chunked_mean(
     fn: Callable[..., Tensor], tensors: tuple[Tensor, ...], mask: Tensor, chunk_size: int | None
 ) -> Tensor:
@@ -90,18 +127,15 @@ def _chunked_mean(
     step = seq if not chunk_size or chunk_size >= seq else int(chunk_size)
     if step < 1:
         raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
-    total = torch.zeros((), device=mask.device, dtype=torch.float32)
-    for start in range(0, seq, step):
-        parts = tuple(x[:, start : start + step] for x in tensors)
-        m = mask[:, start : start + step].bool()
-        if torch.is_grad_enabled() and step < seq:
-            # Recompute the chunk's float32 log-probabilities in the backward instead of keeping
-            # them: only the (batch, chunk) result and the input slices stay alive.
-            per_token = checkpoint(fn, *parts, use_reentrant=False)
-        else:
-            per_token = fn(*parts)
-        # where, not a product: a masked position's value never reaches the sum, not even inf
-        total = total + torch.where(m, per_token, 0.0).sum()
+    if step < seq and torch.is_grad_enabled() and any(x.requires_grad for x in tensors):
+        total = _EagerChunks.apply(fn, step, mask, *tensors)
+    else:
+        total = torch.zeros((), device=mask.device, dtype=torch.float32)
+        for start in range(0, seq, step):
+            parts = tuple(x[:, start : start + step] for x in tensors)
+            m = mask[:, start : start + step].bool()
+            # where, not a product: a masked position's value never reaches the sum, not even inf
+            total = total + torch.where(m, fn(*parts), 0.0).sum()
     return total / mask.float().sum().clamp_min(1.0)
 
 
@@ -143,6 +177,38 @@ def forward_kl(
     return divergence(
         lambda s, t: _kl(t, s), student_logits, teacher_logits, mask, temperature, chunk_size
     )
+
+
+def topk_forward_kl(
+    student_logits: Tensor,
+    values: Tensor,
+    indices: Tensor,
+    mask: Tensor,
+    temperature: float = 1.0,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """:func:`forward_kl` against a teacher kept as its top ``k`` logits per token (``values``
+    and their token ids ``indices``, ``(batch, seq, k)``; ``kdlightning.lm.cached``), the rest
+    dropped: ``T^2 sum_j q_j (log q_j - log p_s[idx_j])`` with ``q = softmax(values / T)``.
+
+    The same value as ``forward_kl(student, dense_from_topk(values, indices, V), ...)``, without
+    building the dense ``(batch, seq, V)`` teacher logits and their log-softmax: the student's
+    log-softmax is gathered at the ``k`` ids. On ``experiment=lm_pydocs`` (V = 256, k = 32) that
+    is what keeps a cached-logit step near the student's own cost (docs/performance.md)."""
+    t = check_temperature(temperature)
+    _check(student_logits, mask, mask)
+    if values.shape != indices.shape or values.shape[:2] != student_logits.shape[:2]:
+        raise ValueError(
+            f"top-k values {tuple(values.shape)} and indices {tuple(indices.shape)} must both be "
+            f"(batch, seq, k) for student logits {tuple(student_logits.shape)}"
+        )
+
+    def per_token(s: Tensor, v: Tensor, i: Tensor) -> Tensor:
+        log_p_s = F.log_softmax(s.float() / t, dim=-1).gather(-1, i.long())
+        log_q = F.log_softmax(v.float() / t, dim=-1)
+        return kl_terms(log_q, log_p_s).sum(-1)
+
+    return _chunked_mean(per_token, (student_logits, values, indices), mask, chunk_size) * (t * t)
 
 
 def reverse_kl(

@@ -9,19 +9,20 @@
 Batches are ``(inputs, targets, mask, index)`` (``kdlightning.lm.data``); the math is in
 ``kdlightning.lm.losses``. ``loss = alpha * divergence + (1 - alpha) * CE(next token)``, both per
 scored token. Metrics: ``{train,val,test}/loss`` (the model's next-token cross-entropy in nats
-per token), ``{val,test}/bpb`` (bits per byte) and ``{val,test}/ppl`` (per-token perplexity);
+per token), ``{val,test}/bpb`` (bits per byte), ``{val,test}/bpt`` (bits per token) and
+``{val,test}/ppl`` (per-token perplexity);
 the distillation module adds ``train/kd_loss``, ``train/ce_loss`` and ``{val,test}/kd_loss``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
 
-from kdlightning.distill.functional import check_alpha, check_temperature
 from kdlightning.distill.modules import (
     FrozenTeacher,
     OptimizerFactory,
@@ -30,9 +31,9 @@ from kdlightning.distill.modules import (
 )
 from kdlightning.lm.cached import dense_from_topk
 from kdlightning.lm.data import bits_per_byte
-from kdlightning.lm.losses import lm_divergence, next_token_ce
+from kdlightning.lm.losses import next_token_ce, topk_forward_kl
+from kdlightning.lm.methods import ForwardKL, TokenMethod, token_method
 from kdlightning.lm.on_policy import (
-    check_fraction,
     is_on_policy_step,
     step_generator,
     student_batch,
@@ -69,6 +70,7 @@ class _LMBase(SupervisedModule):
         loss = self.eval_loss[split].compute()
         self.log(f"{split}/loss", loss, prog_bar=True)
         self.log(f"{split}/bpb", bits_per_byte(loss, self.bytes_per_token), prog_bar=True)
+        self.log(f"{split}/bpt", loss / math.log(2))  # bits per token: the tokenizer's own unit
         self.log(f"{split}/ppl", torch.exp(loss))
         self.eval_loss[split].reset()
         if self.logs_kd:  # not update_called: a DDP rank without batches must sync all the same
@@ -133,8 +135,11 @@ class LMModule(_LMBase):
 class LMDistillationModule(FrozenTeacher, _LMBase):
     """Distills a frozen causal-LM ``teacher`` into ``student``, token by token.
 
-    ``method``: ``forward_kl``, ``reverse_kl`` or ``jsd`` (with ``beta``), see
-    ``kdlightning.lm.losses``. The teacher is frozen as in ``kdlightning.distill.modules``'s
+    ``method``: a :class:`kdlightning.lm.methods.TokenMethod` (what the job builds from
+    ``conf/kd/<name>.yaml``; its ``temperature``, ``alpha``, ``beta``, ``chunk_size``,
+    ``on_policy`` and ``prompt_tokens`` are used and those arguments here are ignored), or its
+    name, ``forward_kl``, ``reverse_kl`` or ``jsd`` (with ``beta``), built from the arguments.
+    The teacher is frozen as in ``kdlightning.distill.modules``'s
     ``DistillationModule``: no gradients, eval mode even after ``module.train()``, run under
     ``torch.no_grad()``, outside the optimizer and outside checkpoints.
 
@@ -153,7 +158,7 @@ class LMDistillationModule(FrozenTeacher, _LMBase):
         teacher: nn.Module,
         student: nn.Module,
         vocab_size: int,
-        method: str = "forward_kl",
+        method: TokenMethod | str = "forward_kl",
         temperature: float = 1.0,
         alpha: float = 0.5,
         beta: float = 0.5,
@@ -169,18 +174,26 @@ class LMDistillationModule(FrozenTeacher, _LMBase):
         super().__init__(vocab_size, optimizer, scheduler, chunk_size, bytes_per_token)
         if teacher is student:
             raise ValueError("teacher and student must be two different modules")
-        self.divergence = lm_divergence(method, beta)
-        self.on_policy = check_fraction(on_policy)
-        self.prompt_tokens, self.seed = int(prompt_tokens), int(seed)
+        if isinstance(method, str):  # the Python API: a name and the arguments here
+            method = token_method(method, temperature=temperature, alpha=alpha, beta=beta,
+                                  chunk_size=chunk_size or None, on_policy=on_policy,
+                                  prompt_tokens=prompt_tokens)  # fmt: skip
+        self.method = method
+        self.chunk_size = method.chunk_size
+        self.on_policy, self.prompt_tokens = method.on_policy, method.prompt_tokens
+        self.seed = int(seed)
+        # forward KL against stored top-k logits is computed on the k ids alone (no dense teacher)
+        self.sparse_topk = isinstance(method, ForwardKL)
         if self.on_policy and teacher_topk:
             raise ValueError(
                 "kd.on_policy > 0 scores sequences the student writes during training: stored "
                 "teacher logits cannot cover them; use kd.teacher_logits=online"
             )
-        self.temperature, self.alpha = check_temperature(temperature), check_alpha(alpha)
+        self.temperature, self.alpha = method.temperature, method.alpha
         self.save_hyperparameters(
-            ignore=["teacher", "student", "optimizer", "scheduler", "teacher_topk"]
+            ignore=["teacher", "student", "optimizer", "scheduler", "teacher_topk", "method"]
         )
+        self.hparams["method"] = method.name
         self.teacher, self.student = teacher, student
         self.teacher.requires_grad_(False)
         self.teacher.eval()
@@ -210,9 +223,14 @@ class LMDistillationModule(FrozenTeacher, _LMBase):
 
     def _terms(self, batch: Batch, split: str) -> tuple[Tensor, Tensor, Tensor]:
         x, y, mask = batch[0], batch[1], batch[2]
-        t_logits = self._teacher_for(batch, split)
         s_logits = self.student(x)
-        kd = self.divergence(s_logits, t_logits, mask, self.temperature, self.chunk_size)
+        if self.sparse_topk and split in self.cached_splits:
+            values = getattr(self, f"topk_{split}_values")[batch[3]]
+            indices = getattr(self, f"topk_{split}_indices")[batch[3]]
+            kd = topk_forward_kl(s_logits, values, indices, mask, self.temperature,
+                                 self.chunk_size)  # fmt: skip
+        else:
+            kd = self.method.divergence(s_logits, self._teacher_for(batch, split), mask)
         ce = next_token_ce(s_logits, y, mask, self.chunk_size)
         return kd, ce, mask
 
@@ -223,8 +241,7 @@ class LMDistillationModule(FrozenTeacher, _LMBase):
             # GKD: the student's own sequences, scored by the divergence alone
             x, _, mask = student_batch(self.student, batch, self.prompt_tokens, g)
             s_logits = self.student(x)
-            kd = self.divergence(s_logits, self.teacher_logits(x), mask, self.temperature,
-                                 self.chunk_size)  # fmt: skip
+            kd = self.method.divergence(s_logits, self.teacher_logits(x), mask)
             self.log_train({"loss": kd, "on_policy_kd_loss": kd}, x.shape[0])
             return kd
         kd, ce, _ = self._terms(batch, "train")

@@ -3,13 +3,13 @@
 from kdlightning.lm.tokenize import ByteTokenizer, load_tokenizer
 tok = ByteTokenizer()                       # vocabulary 256, nothing to download
 tok.decode(tok.encode("héllo"))             # 'héllo'
-tok = load_tokenizer("/models/my-tokenizer")  # AutoTokenizer, local files only
+tok = load_tokenizer("/models/my-tokenizer")  # AutoTokenizer from a local folder
+tok = load_tokenizer("Qwen/Qwen2.5-0.5B")      # or a hub id (downloaded once, then cached)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Protocol
 
 
@@ -39,7 +39,7 @@ class ByteTokenizer:
 
 
 class HFTokenizer:
-    """A Hugging Face tokenizer read from a local folder (``local_files_only``: never fetched)."""
+    """A Hugging Face tokenizer from a local folder (``local_files_only``) or a hub id."""
 
     def __init__(self, path: str) -> None:
         try:
@@ -48,13 +48,16 @@ class HFTokenizer:
             raise ImportError(
                 "data.tokenizer needs the transformers package: pip install 'kdlightning[lm]'"
             ) from err
-        folder = Path(path).expanduser()
-        if not folder.exists():
+        from kdlightning.lm.hf import resolve_source
+
+        try:
+            source, local = resolve_source(path, "data.tokenizer")
+        except FileNotFoundError:
             raise FileNotFoundError(
                 f"data.tokenizer={path!r} does not exist; give the local folder of a saved "
-                "tokenizer (tokenizer.save_pretrained(DIR)), or null for bytes"
-            )
-        self.tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+                "tokenizer (tokenizer.save_pretrained(DIR)), a hub id, or null for bytes"
+            ) from None
+        self.tok = AutoTokenizer.from_pretrained(source, local_files_only=local)
         self.vocab_size = len(self.tok)
 
     def encode(self, text: str) -> list[int]:

@@ -13,10 +13,12 @@ Reads every job folder of the multirun (``.hydra/config.yaml``, ``.hydra/overrid
   never-started jobs included, with the reason;
 - ``report_aggregate.csv``: mean ± std over seeds for each (setting, temperature, alpha);
 - ``report_heatmap.png``: temperature × alpha -> mean student accuracy (validation and test),
-  the teacher's and the student-alone baseline's test accuracy in the title;
+  the teacher's and the student-alone baseline's test accuracy in the title; scattered
+  settings (an Optuna search, ``hparams_search=kd_optuna``) as points coloured by accuracy;
 - ``report.md``: all of the above as Markdown, with the best setting chosen on **validation**
   accuracy (the test accuracy is reported for it, never used to choose);
-- ``report.json``: the best setting and the reference accuracies, for scripts;
+- ``report.json``: the best setting and the reference accuracies, for scripts (an Optuna
+  search's folder: also ``optimization_results.yaml``'s best trial, under ``optuna``);
 - with ``--by-role`` instead: ``report_by_role.md``, per (setting, T, alpha) the teacher,
   student alone and distilled student's test/val accuracy and params (mean ± std over seeds)
   and the distilled − alone test accuracy gain paired by seed.

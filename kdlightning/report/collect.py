@@ -5,9 +5,12 @@
         print(job.num, job.kind, job.temperature, job.alpha, job.seed, job.status, job.error)
 
 A job is read from ``.hydra/overrides.yaml``, ``.hydra/config.yaml`` and ``results.json`` or
-``failed.json``. Nothing a job leaves behind makes this raise: a garbled, missing or unreadable
-file, a non-numeric ``kd.temperature`` or a NaN accuracy turns into a status (``failed``,
-``unfinished``, ``unreadable``) and a reason in ``SweepJob.error``, for the report to list.
+``failed.json``, through :mod:`kdlightning.job.runfiles` (the one reader of a run directory);
+an Optuna search's folder also holds ``optimization_results.yaml`` (:func:`optuna_results`), its
+jobs are read like a grid's. Nothing a job leaves behind makes this raise: a garbled, missing or
+unreadable file, a non-numeric ``kd.temperature`` or a NaN accuracy turns into a status
+(``failed``, ``unfinished``, ``unreadable``) and a reason in ``SweepJob.error``, for the report
+to list.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from kdlightning.job import runfiles
 from kdlightning.job.sweepdir import expected_overrides
 
 log = logging.getLogger(__name__)
@@ -70,16 +74,16 @@ class Unreadable(Exception):
 
 def _load_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as err:  # ValueError: bad JSON or bad UTF-8
-        raise Unreadable(f"{path.name}: {type(err).__name__}: {err}") from err
+        return runfiles.read_json(path)
+    except runfiles.RunFileError as err:
+        raise Unreadable(str(err)) from err
 
 
 def _load_yaml(path: Path) -> DictConfig | ListConfig:
     try:
-        return OmegaConf.load(path)
-    except Exception as err:  # yaml.YAMLError, OSError, UnicodeDecodeError, ...
-        raise Unreadable(f".hydra/{path.name}: {type(err).__name__}: {err}") from err
+        return runfiles.read_yaml(path)
+    except runfiles.RunFileError as err:
+        raise Unreadable(str(err)) from err
 
 
 def _select(cfg: DictConfig, key: str) -> Any:
@@ -198,15 +202,14 @@ def read_job(job_dir: Path) -> SweepJob:
     job = SweepJob(num=num, dir=job_dir.name, overrides=[])
     problems: list[str] = []
     try:
-        overrides = _load_yaml(job_dir / ".hydra" / "overrides.yaml")
-        if not isinstance(overrides, ListConfig):
-            raise Unreadable(".hydra/overrides.yaml is not a list of overrides")
-        job.overrides = [str(o) for o in overrides]
-    except Unreadable as err:
+        job.overrides = runfiles.read_overrides(job_dir)
+    except runfiles.RunFileError as err:
         problems.append(str(err))
     config: dict[str, Any] = {}
     try:
-        cfg = _load_yaml(job_dir / ".hydra" / "config.yaml")
+        # Hydra's copy, unresolved: a job that failed at start-up has no config.yaml, and only
+        # plain values are read (_select), so an unresolvable path never hides the job.
+        cfg = _load_yaml(job_dir / runfiles.HYDRA_DIR / "config.yaml")
         if not isinstance(cfg, DictConfig):
             raise Unreadable(".hydra/config.yaml is not a mapping")
         config = {key: _select(cfg, key) for key in AXES}
@@ -216,7 +219,8 @@ def read_job(job_dir: Path) -> SweepJob:
         problems.append(str(err))
     problems += _set_axes(job, config, override_pairs(job.overrides))
 
-    results_path, failed_path = job_dir / "results.json", job_dir / "failed.json"
+    results_path = runfiles.run_file(job_dir, "results")
+    failed_path = runfiles.run_file(job_dir, "failed")
     if results_path.exists():
         try:
             _read_results(job, results_path)
@@ -265,6 +269,20 @@ def _fill_settings(jobs: list[SweepJob]) -> None:
     varying = sorted(k for k in keys if len({p.get(k) for p in read}) > 1)
     for job, pairs in zip(jobs, per_job, strict=True):
         job.setting = " ".join(f"{k}={pairs.get(k, '')}" for k in varying)
+
+
+def optuna_results(sweep_dir: str | Path) -> dict[str, Any] | None:
+    """The Optuna sweeper's ``optimization_results.yaml`` (``best_params``, ``best_value``,
+    ``best_trial``, ...) as plain values; None when the folder has none or it is unreadable."""
+    path = Path(sweep_dir) / "optimization_results.yaml"
+    if not path.is_file():
+        return None
+    try:
+        found = OmegaConf.to_container(_load_yaml(path))
+    except Unreadable as err:
+        log.warning("report: %s is unreadable (%s); the jobs are reported without it", path, err)
+        return None
+    return found if isinstance(found, dict) and "best_params" in found else None
 
 
 def collect_jobs(sweep_dir: str | Path) -> list[SweepJob]:

@@ -6,9 +6,13 @@ rows = aggregate(collect_jobs(DIR))
 plot_heatmap(rows, best_setting(rows), "my sweep", Path("heatmap.png"))
 
 Its two panels (validation, test) share one colour scale and one colour bar, so a colour means
-the same value in both. A sweep that varies anything besides T, alpha and the seed (``kd=``,
-``student=``, ...), or mixes language models and image jobs, has no heatmap:
-:func:`why_no_heatmap` says why, and report.md says it where the heatmap would be.
+the same value in both. Settings that do not fill a grid (an Optuna search: every trial its own
+T and alpha) are drawn as a scatter, T on a log axis, each point coloured by its accuracy:
+a grid of mostly empty cells would hide them (:func:`is_grid`).
+
+A sweep that varies anything besides T, alpha and the seed (``kd=``, ``student=``, ...), or
+mixes language models and image jobs, has no heatmap: :func:`why_no_heatmap` says why, and
+report.md says it where the heatmap would be.
 """
 
 from __future__ import annotations
@@ -40,13 +44,41 @@ def why_no_heatmap(rows: Sequence[dict[str, Any]]) -> str | None:
     return None
 
 
+def is_grid(rows: Sequence[dict[str, Any]]) -> bool:
+    """Whether the settings lie on a T × alpha grid: at least half of the cells their T and
+    alpha values span hold one. A grid with a failed job still is one; an Optuna search's
+    trials (12 T and 12 alpha values: 12 of 144 cells) are not."""
+    cells = {(r["temperature"], r["alpha"]) for r in rows}
+    temps, alphas = {t for t, _ in cells}, {a for _, a in cells}
+    return 2 * len(cells) >= len(temps) * len(alphas)
+
+
+def _scatter(
+    ax: Any, rows: Sequence[dict[str, Any]], values: list[float], digits: int, **style: Any
+) -> Any:
+    """One panel of scattered settings: alpha across, T up (log), the value as colour."""
+    alphas, temps = [r["alpha"] for r in rows], [r["temperature"] for r in rows]
+    image = ax.scatter(alphas, temps, c=values, s=70, edgecolors="black", linewidths=0.5, **style)
+    for a, t, v in zip(alphas, temps, values, strict=True):
+        ax.annotate(f"{v:.{digits}f}", (a, t), xytext=(5, 4), textcoords="offset points",
+                    fontsize=7)  # fmt: skip
+    if min(temps) > 0:
+        from matplotlib.ticker import ScalarFormatter
+
+        ax.set_yscale("log", base=2)
+        ax.yaxis.set_major_formatter(ScalarFormatter())  # 1, 2, 4, 8, 16: not 2^0 ... 2^4
+    ax.set_xlim(-0.05, 1.05)
+    return image
+
+
 def plot_heatmap(
     rows: Sequence[dict[str, Any]], best: dict[str, Any] | None, title: str, path: Path
 ) -> Path | None:
     """Temperature × alpha heatmaps of mean validation and test accuracy (language models:
     bits per byte, lower is better, on a reversed color map so that better is brighter in
-    both); ``None`` (nothing drawn) when :func:`why_no_heatmap` gives a reason. Both panels
-    share one colour scale (and one colour bar)."""
+    both), or a scatter of the same when the rows are no grid (:func:`is_grid`); ``None``
+    (nothing drawn) when :func:`why_no_heatmap` gives a reason. Both panels share one colour
+    scale (and one colour bar)."""
     if why_no_heatmap(rows) is not None:
         return None
     lm = {r.get("kind", "image") for r in rows} == {"lm"}
@@ -60,10 +92,10 @@ def plot_heatmap(
 
     temps = sorted({r["temperature"] for r in rows})
     alphas = sorted({r["alpha"] for r in rows})
-    width = max(9.0, 2 * (2.0 + 0.9 * len(alphas)))
-    fig, axes = plt.subplots(
-        1, 2, figsize=(width, max(3.8, 2.0 + 0.6 * len(temps))), layout="constrained"
-    )
+    on_grid = is_grid(rows)
+    width = max(9.0, 2 * (2.0 + 0.9 * len(alphas))) if on_grid else 10.0
+    height = max(3.8, 2.0 + 0.6 * len(temps)) if on_grid else 4.8
+    fig, axes = plt.subplots(1, 2, figsize=(width, height), layout="constrained")
     grids = {}
     for split in ("val", "test"):
         grid = np.full((len(temps), len(alphas)), np.nan)
@@ -76,10 +108,19 @@ def plot_heatmap(
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     if low == high:
         low, high = low - 0.5, high + 0.5
+    cmap, digits = ("viridis_r", 3) if lm else ("viridis", 1)
     for ax, split in zip(axes, ("val", "test"), strict=True):
-        image = ax.imshow(grids[split], cmap="viridis_r" if lm else "viridis", aspect="auto",
-                          vmin=low, vmax=high)  # fmt: skip
-        digits = 3 if lm else 1
+        ax.set_xlabel("alpha (weight of the KD term)")
+        ax.set_ylabel("temperature T")
+        ax.set_title(f"student {split} {unit}")
+        if not on_grid:
+            values = [scale * r[f"{split}_{metric}_mean"] for r in rows]
+            image = _scatter(ax, rows, values, digits, cmap=cmap, vmin=low, vmax=high)
+            if best is not None:  # chosen on validation; ringed in both panels
+                ax.scatter([best["alpha"]], [best["temperature"]], s=260, facecolors="none",
+                           edgecolors="red", linewidths=2.5)  # fmt: skip
+            continue
+        image = ax.imshow(grids[split], cmap=cmap, aspect="auto", vmin=low, vmax=high)
         for r in rows:
             i, j = temps.index(r["temperature"]), alphas.index(r["alpha"])
             mean, std = scale * r[f"{split}_{metric}_mean"], scale * r[f"{split}_{metric}_std"]
@@ -93,9 +134,6 @@ def plot_heatmap(
             ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=2.5))
         ax.set_xticks(range(len(alphas)), [f"{a:g}" for a in alphas])
         ax.set_yticks(range(len(temps)), [f"{t:g}" for t in temps])
-        ax.set_xlabel("alpha (weight of the KD term)")
-        ax.set_ylabel("temperature T")
-        ax.set_title(f"student {split} {unit}")
     fig.colorbar(image, ax=list(axes), label=f"{unit}: one scale for both panels")
     fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=110)

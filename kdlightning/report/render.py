@@ -18,6 +18,7 @@ from typing import Any
 from kdlightning.deploy.compare import markdown_table
 from kdlightning.report.aggregate import reference_accuracy, status_counts, sweep_kinds
 from kdlightning.report.collect import SweepJob, kind_of
+from kdlightning.report.heatmap import is_grid
 
 # per kind: the results.json key of the teacher's and the student alone's reference metric
 REFERENCE_KEYS = {"image": "test/acc", "lm": "test/bpb"}
@@ -142,9 +143,11 @@ def report_markdown(
     best: dict[str, Any] | None,
     heatmap_name: str | None = None,
     no_heatmap: str | None = None,
+    optuna: dict[str, Any] | None = None,
 ) -> str:
     """report.md: counts, references, the best setting, the aggregate and the job tables, and
-    the heatmap (or ``no_heatmap``: why there is none).
+    the heatmap (or ``no_heatmap``: why there is none); for an Optuna search (``optuna``: its
+    optimization_results.yaml) also the best trial Optuna itself reports.
 
     A sweep of language models is reported in bits per byte and its best setting is the one
     with the lowest validation bits per byte; a sweep that mixes language models and image
@@ -183,15 +186,20 @@ def report_markdown(
         on = "accuracy" if kind == "image" else "bits per byte, lower is better"
         lines += ["", f"## Best setting (chosen on validation {on})", ""]
         lines.append(_best_sentence(bests.get(kind), kind))
+    if optuna:
+        lines += ["", _optuna_sentence(optuna)]
     marked = [b for b in bests.values() if b is not None]
     lines += ["", "## Mean ± std over seeds", "", aggregate_table(rows, marked), ""]
     if heatmap_name is not None:
+        scatter = not is_grid(rows)  # scattered settings (Optuna): points, not grid cells
         lines += [
-            f"![T × alpha heatmap]({heatmap_name})",
+            f"![T × alpha {'scatter' if scatter else 'heatmap'}]({heatmap_name})",
             "",
-            "(Validation and test panels share one colour scale.)",
+            "(Validation and test panels share one colour scale"
+            + ("; each point is one setting, ringed red: the best on validation.)" if scatter
+               else ".)"),
             "",
-        ]
+        ]  # fmt: skip
     elif no_heatmap:
         lines += [f"No T × alpha heatmap: {no_heatmap}.", ""]
     lines += ["## Jobs", "", jobs_table(jobs), ""]
@@ -199,6 +207,22 @@ def report_markdown(
     if problems:
         lines += ["## Failed or unfinished jobs", "", *problems, ""]
     return "\n".join(lines)
+
+
+def _optuna_sentence(optuna: dict[str, Any]) -> str:
+    """The best trial of optimization_results.yaml in words (Optuna breaks ties by the
+    earlier trial, the table above by lower T and alpha: the two may name different ties)."""
+    params = ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in (optuna.get("best_params") or {}).items()
+    )
+    value, trial = optuna.get("best_value"), optuna.get("best_trial")
+    shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+    where = f"trial {trial} of {optuna.get('n_trials', '?')}" if trial is not None else "best"
+    return (
+        f"Optuna search (optimization_results.yaml): {where}, {params}: value {shown}, "
+        f"{optuna.get('direction', 'optimize')}d (the jobs' validation figure)."
+    )
 
 
 def _best_sentence(best: dict[str, Any] | None, kind: str) -> str:

@@ -21,8 +21,8 @@ from kdlightning.report.aggregate import (
     status_counts,
     sweep_kinds,
 )
-from kdlightning.report.collect import SweepJob, collect_jobs, kind_of
-from kdlightning.report.heatmap import plot_heatmap, why_no_heatmap
+from kdlightning.report.collect import SweepJob, collect_jobs, kind_of, optuna_results
+from kdlightning.report.heatmap import is_grid, plot_heatmap, why_no_heatmap
 from kdlightning.report.render import by_role_markdown, reference_line, report_markdown
 
 FILES = {
@@ -133,16 +133,18 @@ def write_report(sweep_dir: str | Path, jobs: Sequence[SweepJob] | None = None) 
         ],
     )
     what = "bits per byte (lower is better)" if kinds == ["lm"] else "accuracy"
-    title = f"{sweep_dir.name}: student {what}, mean over seeds; red box: best on validation"
+    marker = "red box" if is_grid(rows) else "red ring"  # scattered settings: an Optuna search
+    title = f"{sweep_dir.name}: student {what}, mean over seeds; {marker}: best on validation"
     if references:
         title += f"\n(test) {references}"
+    optuna = optuna_results(sweep_dir)  # an Optuna search: its own best trial
     heatmap = plot_heatmap(rows, best, title, sweep_dir / FILES["heatmap"])
     no_heatmap = None if heatmap else why_no_heatmap(rows)
     if heatmap is None:  # an earlier report's heatmap would no longer match the tables
         (sweep_dir / FILES["heatmap"]).unlink(missing_ok=True)
     markdown = report_markdown(
         sweep_dir.name, jobs, rows, best_of_kind if mixed else best,
-        heatmap.name if heatmap else None, no_heatmap,
+        heatmap.name if heatmap else None, no_heatmap, optuna,
     )  # fmt: skip
     (sweep_dir / FILES["markdown"]).write_text(markdown)
 
@@ -156,6 +158,8 @@ def write_report(sweep_dir: str | Path, jobs: Sequence[SweepJob] | None = None) 
     }
     if no_heatmap:
         summary["no_heatmap"] = no_heatmap
+    if optuna:
+        summary["optuna"] = optuna
     if kinds != ["image"]:  # language models: "best" is chosen on bits per byte
         summary["kinds"] = kinds
     if mixed:

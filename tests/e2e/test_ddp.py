@@ -164,18 +164,19 @@ def test_torchrun_two_processes_share_the_given_run_dir(tmp_path: Path) -> None:
 def test_every_ddp_configuration_a_user_reaches_runs_to_the_end(tmp_path: Path) -> None:
     """The DDP matrix, progress bar on (debug=fast keeps it): a feature method (kd=at) and deep
     mutual learning (kd=dml), each with W&B (offline) and early stopping, then a language model.
-    Each once hung or could hang in a collective one rank never reached."""
+    Each once hung or could hang in a collective one rank never reached. baseline=false: the
+    baseline trains as the teacher does (test_user_commands.py runs all three stages)."""
     logs = tmp_path / "logs"
     run_module(
         "kdlightning.train", "-m", "kd=at,dml", "student=cnn", "logger=wandb",
-        "callbacks=early_stopping", *DDP_CPU, "debug=fast", f"paths.log_dir={logs}",
+        "callbacks=early_stopping", *DDP_CPU, *QUICK, f"paths.log_dir={logs}",
         timeout=TIMEOUT,
     )  # fmt: skip
     sweep = _only(list((logs / "distill" / "multiruns").iterdir()))
     for job, method in (("0", "at"), ("1", "dml")):
         assert read_json(sweep / job / "results.json")["summary"]["method"] == method
     run_module(
-        "kdlightning.train", "experiment=lm_pydocs", *DDP_CPU, "debug=fast",
+        "kdlightning.train", "experiment=lm_pydocs", *DDP_CPU, *QUICK,
         f"paths.log_dir={logs}", timeout=TIMEOUT,
     )  # fmt: skip
     run = _only(list((logs / "distill" / "runs").iterdir()))

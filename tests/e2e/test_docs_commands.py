@@ -51,6 +51,9 @@ RUN_ELSEWHERE = {
     "trainer.devices=2 trainer.accelerator=cpu trainer.precision=32-true":
     "test_ddp.py::test_submitit_local_multirun_job_of_two_tasks runs its overrides (one job, "
     "debug=fast baseline=false, its own log folder)",
+    "python -m kdlightning.train -m hparams_search=kd_optuna":
+    "test_optuna_sweep.py::test_documented_optuna_search_then_its_report runs it (two trials, "
+    "debug=fast) and kdl-report on its folder",
 }  # fmt: skip
 #: Patterns, not commands: a part is to be filled in by hand.
 TEMPLATES = {
@@ -99,7 +102,8 @@ def shortened(cmd: DocCommand, root: Path = REPO_ROOT) -> list[str]:
 
     A sweep keeps one seed, the first two values of the first other key it sweeps and the first
     value of the rest (at most two jobs); a ``+sweep=`` grid is cut the same way, by the
-    command-line list that replaces the config's (as docs/sweeps_and_wandb.md says).
+    command-line list that replaces the config's (as docs/sweeps_and_wandb.md says); an Optuna
+    search (``hparams_search=``, ``hydra/sweeper=``) runs at most two trials.
     """
     args = list(cmd.args)
     if cmd.module != "kdlightning.train":
@@ -125,6 +129,12 @@ def shortened(cmd: DocCommand, root: Path = REPO_ROOT) -> list[str]:
         for key, values in _config_sweeps(args, root).items():
             if key not in given and len(kept := keep(key, values)) < len(values):
                 args.append(f"{key}={','.join(kept)}")  # replaces the config's list
+        if any(a.startswith(("hparams_search=", "hydra/sweeper=")) for a in args):
+            # an Optuna search (conf/hparams_search/): two trials, the second from the cache
+            trials = [a for a in args if a.startswith("hydra.sweeper.n_trials=")]
+            given = min((int(a.split("=", 1)[1]) for a in trials), default=2)
+            args = [a for a in args if a not in trials]
+            args.append(f"hydra.sweeper.n_trials={min(given, 2)}")
     if not any(a.startswith("debug=") for a in args):
         args.append("debug=fast")
         if not any(a.lstrip("+").startswith("figures=") for a in args):
@@ -206,6 +216,12 @@ def test_shortening_adds_only_what_shortens() -> None:
         "-m", "+sweep=temperature_alpha", "seed=0", "teacher.model.channels=[16,32,64]",
         "kd.temperature=1,2", "kd.alpha=0.1", "debug=fast", "figures=true",
     ]  # fmt: skip
+    optuna = DocCommand("x.md", 1, "", "", ["python", "-m", "kdlightning.train", "-m",
+                                             "hparams_search=kd_optuna",
+                                             "hydra.sweeper.n_trials=30"])  # fmt: skip
+    assert shortened(optuna) == [
+        "-m", "hparams_search=kd_optuna", "hydra.sweeper.n_trials=2", "debug=fast", "figures=true",
+    ]  # fmt: skip
     report = DocCommand("x.md", 1, "", "", ["kdl-report", "DIR", "--by-role"])
     assert shortened(report) == ["DIR", "--by-role"]
     assert composed(
@@ -284,6 +300,9 @@ def _check(step: dict, root: Path, log: str) -> list[str]:
     if step["module"] == "kdlightning.export":
         ok = "written to" in log and "same top-1" in log
         return [] if ok else [f"{where}: no check figures or files printed\n{log[-3000:]}"]
+    if step["module"] == "kdlightning.eval":
+        ok = "test acc" in log and "results.json test acc" in log
+        return [] if ok else [f"{where}: no evaluation row printed\n{log[-3000:]}"]
     if step["module"] != "kdlightning.train":
         return []
     if "export=onnx" in step["argv"] and not ("same top-1" in log and "written to" in log):

@@ -84,7 +84,7 @@ def test_vocabulary_mismatch_stops_the_job_before_training(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ([*TINY, "kd.method=dkd"], "image-classification method"),
+        ([*TINY, "kd=dkd"], "image-classification method"),
         (
             [*TINY, "kd=reverse_kl", "kd.teacher_logits=cached", "kd.teacher_topk=32"],
             "infinite cost",

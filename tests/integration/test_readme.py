@@ -31,7 +31,8 @@ def test_the_code_map_names_every_module_and_only_existing_ones() -> None:
         folder = "kdlightning/"
         for path in re.findall(r"`([^`]+)`", cell):
             # `kdlightning/job/run.py`, `config.py`: later names share the first one's folder
-            full = path if path.startswith("kdlightning/") else folder + path
+            # hydra_plugins/: the Hydra plugins, outside the package (Hydra's namespace)
+            full = path if path.startswith(("kdlightning/", "hydra_plugins/")) else folder + path
             folder = full.rstrip("/").rsplit("/", 1)[0] + "/"
             named.add(full)
     for path in named:
@@ -51,6 +52,10 @@ def test_the_code_map_names_every_module_and_only_existing_ones() -> None:
         rel = f"kdlightning/{py.name}"
         if py.name != "__init__.py" and rel not in named:
             pytest.fail(f"the code map does not mention {rel}")
+    for plugin in (REPO_ROOT / "hydra_plugins").iterdir():
+        if plugin.is_dir() and plugin.name != "__pycache__":
+            rel = f"hydra_plugins/{plugin.name}/"
+            assert rel in named, f"the code map does not mention {rel}"
 
 
 def test_the_config_tree_lists_every_option_and_only_existing_ones() -> None:

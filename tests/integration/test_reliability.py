@@ -16,6 +16,7 @@ from conftest import FAST, compose, read_json, start_train, wait_for_path
 
 from kdlightning.distill.modules import DivergenceError
 from kdlightning.job import run as train
+from kdlightning.job.claim import RunRefused, claim_run_dir
 from kdlightning.job.config import ConfigError, check_config
 from kdlightning.job.results import finite, mark_failed, write_json
 
@@ -129,10 +130,10 @@ def test_sigkill_mid_stage_then_resume_ends_like_an_uninterrupted_run(tmp_path: 
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
     assert not (tmp_path / "run" / "results.json").exists()
-    # without resume=true the killed run's work is never overwritten
-    again = _start(tmp_path, *RESUMABLE)
-    out = again.communicate(timeout=240)[0]
-    assert again.returncode != 0 and "pass resume=true to continue it" in out
+    # without resume=true the killed run's work (its checkpoints) is never overwritten: the
+    # claim a new job makes first, checked in this process (a job's start-up would add a process)
+    with pytest.raises(RunRefused, match=r"checkpoints/last\.ckpt.*pass resume=true to continue"):
+        claim_run_dir(tmp_path / "run", resume=False)
     resumed = _start(tmp_path, *RESUMABLE, "resume=true")
     out = resumed.communicate(timeout=240)[0]
     assert resumed.returncode == 0, out[-3000:]

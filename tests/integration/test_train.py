@@ -125,7 +125,7 @@ def test_user_errors_are_reported_clearly(
 
 
 def test_check_task() -> None:
-    assert TASKS == ("distill", "classify")
+    assert TASKS == ("distill", "classify", "eval")
     assert [check_task(t) for t in TASKS] == list(TASKS)
     with pytest.raises(ValueError, match=r"unknown task 'clasify'.*task=classify"):
         check_task("clasify")

@@ -23,9 +23,9 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from kdlightning.deploy.measure import benchmark_settings, measure_costs
-from kdlightning.distill.functional import check_temperature
+from kdlightning.distill.logit_store import LAYOUT_VERSION, LogitTable, check_topk, to_layout
+from kdlightning.distill.logit_store import tables as logit_tables
 from kdlightning.distill.modules import ClassifierModule, DistillationModule
-from kdlightning.distill.mutual import MutualLearningModule, check_num_students
 from kdlightning.distill.teacher import (
     check_logit_rows,
     choose_teacher_logits,
@@ -34,10 +34,10 @@ from kdlightning.distill.teacher import (
 from kdlightning.figures import write_figures
 from kdlightning.job import progress, tracking
 from kdlightning.job import results as results_io
-from kdlightning.job.build import build_method, build_model, optimizer_factories
-from kdlightning.job.cache import logits_key_inputs
+from kdlightning.job.build import build_method, build_model, method_class, optimizer_factories
+from kdlightning.job.cache import TENSOR_FILES, logits_key_inputs
+from kdlightning.job.distributed import is_global_zero
 from kdlightning.job.tasks.base import Distiller, Job, Task
-from kdlightning.lm.losses import LM_METHODS
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +76,15 @@ def teacher_logits_mode(cfg: DictConfig, dm: Any, needs_features: bool = False) 
     (:func:`kdlightning.distill.teacher.choose_teacher_logits`). ``auto`` in a run that sees a
     few batches only (``debug=fast``, ``fast_dev_run``, ``limit_train_batches``) is online: a
     pass over every sample would cost more than the whole run (33 s of 65k Fashion-MNIST
-    images for 3 batches)."""
-    if cfg.kd.get("teacher_logits", "online") == "auto" and progress.limited(cfg.trainer):
+    images for 3 batches). ``kd.logits_topk`` makes ``auto`` cached: only stored logits are
+    truncated to the top k (and refused, with the reason, where cached logits cannot serve)."""
+    mode = cfg.kd.get("teacher_logits", "online")
+    if mode == "auto" and cfg.kd.get("logits_topk") is not None:
+        mode = "cached"
+    elif mode == "auto" and progress.limited(cfg.trainer):
         return choose_teacher_logits("online", needs_features, bool(dm.augments))
     return choose_teacher_logits(
-        cfg.kd.get("teacher_logits", "online"), needs_features, bool(dm.augments),
+        mode, needs_features, bool(dm.augments),
         method=str(cfg.kd.get("method", "kd")), data=type(dm).__name__,
     )  # fmt: skip
 
@@ -107,12 +111,15 @@ class ImageTask(Task):
 
     def check(self, cfg: DictConfig, dm: Any) -> None:
         method = cfg.get("kd", {}).get("method", "kd")
-        if cfg.get("task", "distill") == "distill" and method in LM_METHODS:
+        token_level = getattr(method_class(cfg.kd), "token_level", False) if "kd" in cfg else False
+        if cfg.get("task", "distill") == "distill" and token_level:
             raise ValueError(
                 f"kd={method} is a token-level method for language models, but data="
                 f"{type(dm).__name__} is not text; use data=pydocs or data=text_files (e.g. "
                 "experiment=lm_pydocs), or an image method such as kd=kd"
             )
+        if cfg.get("task", "distill") == "distill":  # k <= the classes: said before the teacher
+            check_topk(cfg.kd.get("logits_topk"), dm.num_classes)
 
     def build(self, model_cfg: DictConfig, dm: Any, role: str) -> nn.Module:
         return build_model(model_cfg, dm, role)
@@ -140,7 +147,7 @@ class ImageTask(Task):
     def distiller(self, job: Job) -> Distiller:
         cfg, dm = job.cfg, job.dm
         method_name = cfg.kd.get("method", "kd")
-        if method_name == "dml":  # deep mutual learning: a cohort of students, no teacher
+        if getattr(method_class(cfg.kd), "cohort", False):  # kd=dml: students, no teacher
             return self._mutual(job)
         dm.setup("fit")
         L.seed_everything(cfg.seed, workers=True)
@@ -152,7 +159,8 @@ class ImageTask(Task):
             method = build_method(cfg.kd, job.teacher, student, dm.input_shape,
                                   num_train=len(dm.indexed("train")))  # fmt: skip
         mode = teacher_logits_mode(cfg, dm, method.needs_features)
-        logits, logits_info = (None, {"mode": "online"})
+        logits: dict[str, LogitTable] | None = None
+        logits_info: dict[str, Any] = {"mode": "online"}
         if mode == "cached":
             logits, logits_info = self._cached_logits(job)
         log.info("Distilling the student (kd=%s, T=%g, %s teacher logits)", method_name,
@@ -164,41 +172,53 @@ class ImageTask(Task):
         )  # fmt: skip
         return Distiller(student, module, {"method": method_name, "teacher_logits": logits_info})
 
-    def _cached_logits(self, job: Job) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        key = logits_key_inputs(job.cfg, job.teacher, job.cache.data_files)
+    def _cached_logits(self, job: Job) -> tuple[dict[str, LogitTable], dict[str, Any]]:
+        """The teacher's logits in the stored layout ``kd.logits_dtype`` / ``kd.logits_topk``
+        (``kdlightning.distill.logit_store``), from the cache (memory-mapped) or computed."""
+        kd, teacher, dm = job.cfg.kd, job.teacher, job.dm
+        topk = check_topk(kd.get("logits_topk"), dm.num_classes)
+        dtype = str(kd.get("logits_dtype", "float32"))
+        layout = {"layout": LAYOUT_VERSION, "dtype": dtype, "topk": topk}
+        key = {**logits_key_inputs(job.cfg, teacher, job.cache.data_files), "store": layout}
         start = time.perf_counter()
-        teacher, dm = job.teacher, job.dm
         shown = bool(job.cfg.trainer.get("enable_progress_bar", True))
         bar = functools.partial(progress.iterate, enabled=shown)
 
         def compute() -> dict[str, Tensor]:
             sizes = ", ".join(f"{len(dm.indexed(s))} {s}" for s in ("train", "val", "test"))
             log.info("Computing the teacher's logits once (%s samples)", sizes)
-            return compute_teacher_logits(teacher, dm, progress=bar)
+            return to_layout(compute_teacher_logits(teacher, dm, progress=bar), dtype, topk)
 
-        logits, info = job.cache.tensors("logits", key, compute)
-        sizes = {split: len(dm.indexed(split)) for split in logits}
+        logits, info = job.cache.tensors("logits", key, compute, mmap=True)
+        sizes = {split: len(dm.indexed(split)) for split in ("train", "val", "test")}
         check_logit_rows(logits, sizes, info.get("entry", "the teacher-logits cache"))
-        return logits, {"mode": "cached", "seconds": time.perf_counter() - start, "cache": info}
+        # mapped from the entry (a hit, or rank 0 after storing): a ddp_spawn child maps it too
+        mapped = "entry" in info and (info["hit"] or is_global_zero())
+        path = str(Path(info["entry"]) / TENSOR_FILES["safetensors"]) if mapped else None
+        stored = logit_tables(logits, dm.num_classes, path)
+        nbytes = sum(t.nbytes for t in stored.values())
+        return stored, {"mode": "cached", "seconds": time.perf_counter() - start, "cache": info,
+                        **layout, "bytes": nbytes}  # fmt: skip
 
     def _mutual(self, job: Job) -> Distiller:
-        """``kd.num_students`` students trained by deep mutual learning on the transfer set;
-        student 0 is shipped (``method: dml``; the cohort's test accuracies under ``dml``).
-        ``job.teacher`` is not used: the teacher stage still runs, for the comparison only."""
+        """A cohort of students trained together (``kd=dml``: the method says how many and
+        builds their module); student 0 is shipped (its ``method``; the cohort's test accuracies
+        under it). ``job.teacher`` is not used: the teacher stage still runs, for the comparison
+        only."""
         cfg, dm = job.cfg, job.dm
-        temperature = check_temperature(cfg.kd.temperature)
-        k = check_num_students(cfg.kd.get("num_students", 2))
-        log.info("Deep mutual learning: %d students (T=%g), no teacher", k, temperature)
+        method = build_method(cfg.kd)
+        k = method.num_students
+        log.info("%s: %d students (T=%g), no teacher", type(method).__name__, k,
+                 method.temperature)  # fmt: skip
         students = build_cohort(job, k)
-        module = MutualLearningModule(
-            students, temperature, num_classes=dm.num_classes, **optimizer_factories(cfg)
-        )
+        module = method.module(students, num_classes=dm.num_classes, **optimizer_factories(cfg))
 
         def cohort(metrics: Mapping[str, Any]) -> dict[str, Any]:
             accs = [metrics["test/acc"], *(metrics[f"test/acc_{i}"] for i in range(1, k))]
-            return {"dml": {"num_students": k, "temperature": temperature, "test_acc": accs}}
+            return {method.name: {"num_students": k, "temperature": method.temperature,
+                                  "test_acc": accs}}  # fmt: skip
 
-        return Distiller(students[0], module, {"method": "dml"}, cohort)
+        return Distiller(students[0], module, {"method": method.name}, cohort)
 
     # --- what the job shows -----------------------------------------------------------------------
     def costs(self, cfg: DictConfig, model: nn.Module, dm: Any) -> dict[str, Any]:

@@ -27,18 +27,16 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from kdlightning.deploy.compare import ROLES
-from kdlightning.distill.functional import check_alpha, check_temperature
 from kdlightning.distill.teacher import check_logit_rows
 from kdlightning.job import results as results_io
-from kdlightning.job.build import optimizer_factories
+from kdlightning.job.build import build_method, method_class, optimizer_factories
 from kdlightning.job.cache import logits_key_inputs
 from kdlightning.job.tasks.base import Distiller, Job, Task
 from kdlightning.lm.cached import compute_topk
 from kdlightning.lm.compare import lm_costs, lm_table, lm_title
 from kdlightning.lm.data import TextDataModule
-from kdlightning.lm.losses import LM_METHODS, check_beta
+from kdlightning.lm.hf import check_dtype
 from kdlightning.lm.module import LMDistillationModule, LMModule
-from kdlightning.lm.on_policy import check_fraction
 
 log = logging.getLogger(__name__)
 
@@ -51,38 +49,39 @@ def check_lm_config(cfg: DictConfig) -> None:
             f"export={cfg.export} exports image students; a language model's student.pt is the "
             "export for now: set export=null"
         )
+    for role in ("teacher", "student"):
+        model = cfg.get(role, {}).get("model") or {}
+        if str(model.get("_target_", "")).endswith("hf_causal_lm") and "dtype" in model:
+            check_dtype(model.dtype, f"{role}.model.dtype")
     if cfg.get("task", "distill") != "distill":
         return
     method = cfg.kd.get("method", "kd")
-    if method not in LM_METHODS:
+    cls = method_class(cfg.kd)  # its hyperparameters: checked by its constructor (check_kd)
+    if not getattr(cls, "token_level", False):
         raise ValueError(
             f"kd.method={method!r} is an image-classification method; with text data use "
             f"kd=forward_kl, kd=reverse_kl or kd=jsd (e.g. experiment=lm_pydocs)"
         )
     if cfg.kd.get("teacher_logits", "auto") == "cached":
         k = cfg.kd.get("teacher_topk")
-        if k is None or int(k) < 1:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(
                 f"kd.teacher_logits=cached keeps the teacher's top kd.teacher_topk logits per "
                 f"token; set kd.teacher_topk to a positive integer (e.g. 32), got {k!r}"
             )
         vocab = _data_vocab(cfg)
-        if method != "forward_kl" and (vocab is None or int(k) < vocab):
+        if not cls.allows_truncated_teacher and (vocab is None or k < vocab):
             raise ValueError(
                 f"kd={method} with kd.teacher_logits=cached and kd.teacher_topk={k}: a teacher "
                 "truncated to its top k tokens gives the student's other tokens infinite cost "
                 f"under {method}; use kd=forward_kl, kd.teacher_topk >= the vocabulary "
                 f"({vocab if vocab is not None else 'its size'}), or kd.teacher_logits=online"
             )
-    check_beta(cfg.kd.get("beta", 0.5))
-    if check_fraction(cfg.kd.get("on_policy", 0.0)) and cfg.kd.get("teacher_logits") == "cached":
-        raise ValueError(
-            "kd.on_policy > 0 needs the teacher online (it scores the student's own samples); "
-            "set kd.teacher_logits=online or kd.on_policy=0"
-        )
-    chunk = cfg.kd.get("chunk_size")
-    if chunk is not None and int(chunk) < 1:
-        raise ValueError(f"kd.chunk_size={chunk!r} must be a positive integer or null")
+        if cfg.kd.get("on_policy", 0.0):
+            raise ValueError(
+                "kd.on_policy > 0 needs the teacher online (it scores the student's own "
+                "samples); set kd.teacher_logits=online or kd.on_policy=0"
+            )
 
 
 def _data_vocab(cfg: DictConfig) -> int | None:
@@ -213,25 +212,21 @@ class TextTask(Task):
 
     def distiller(self, job: Job) -> Distiller:
         cfg = job.cfg
-        kd = cfg.kd  # checked at start-up (check_lm_config)
-        method, temperature = kd.method, check_temperature(kd.temperature)
-        alpha = check_alpha(kd.alpha)
+        kd = cfg.kd  # checked at start-up (check_kd, check_lm_config)
+        method = build_method(kd)
         topk, logits_info = None, {"mode": "online"}
         if kd.get("teacher_logits", "auto") == "cached":
             topk, logits_info = self._cached_topk(job, int(kd.teacher_topk))
         log.info("Distilling the student LM (%s, T=%g, alpha=%g, %s teacher logits)",
-                 method, temperature, alpha, logits_info["mode"])  # fmt: skip
+                 method.name, method.temperature, method.alpha, logits_info["mode"])  # fmt: skip
         L.seed_everything(cfg.seed, workers=True)
         student = job.build("student")
         check_vocabularies(job.teacher, student, job.dm)
         module = LMDistillationModule(
-            job.teacher, student, method=str(method), temperature=temperature, alpha=alpha,
-            beta=float(kd.get("beta", 0.5)), teacher_topk=topk,
-            on_policy=float(kd.get("on_policy", 0.0)),
-            prompt_tokens=int(kd.get("prompt_tokens", 16)), seed=int(cfg.seed),
+            job.teacher, student, method=method, teacher_topk=topk, seed=int(cfg.seed),
             **self._module_kwargs(job),
         )  # fmt: skip
-        return Distiller(student, module, {"teacher_logits": logits_info, "method": str(method)})
+        return Distiller(student, module, {"teacher_logits": logits_info, "method": method.name})
 
     def _cached_topk(self, job: Job, k: int) -> tuple[dict[str, Tensor], dict[str, Any]]:
         """The teacher's top-k logits from the cache (computed on a miss), and what to record."""

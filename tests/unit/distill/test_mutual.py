@@ -14,7 +14,12 @@ import torch
 from conftest import compose, read_json, run_job
 
 from kdlightning.data import DigitsDataModule
-from kdlightning.distill.mutual import MutualLearningModule, check_num_students, mutual_terms
+from kdlightning.distill.mutual import (
+    DML,
+    MutualLearningModule,
+    check_num_students,
+    mutual_terms,
+)
 from kdlightning.job.config import ConfigError, check_config
 from kdlightning.job.tasks.image import build_cohort
 from kdlightning.models import MLP
@@ -150,6 +155,23 @@ def test_config_refuses_a_cohort_of_one() -> None:
         with pytest.raises(ValueError, match=r"kd\.num_students"):
             check_num_students(bad)
     assert check_num_students("3") == 3
+
+
+def test_the_dml_method_checks_its_arguments_and_builds_the_cohorts_module() -> None:
+    method = DML(temperature=2.0, num_students=3, alpha=None)
+    students = [torch.nn.Linear(4, 3) for _ in range(3)]
+    module = method.module(students, num_classes=3)
+    assert isinstance(module, MutualLearningModule) and module.temperature == 2.0
+    assert list(module.students) == students
+    with pytest.raises(ValueError, match="was given 2 students"):
+        method.module(students[:2], num_classes=3)
+    with pytest.raises(ValueError, match=r"^num_students=1: deep mutual learning needs"):
+        DML(temperature=1.0, num_students=1, alpha=None)
+    # kd.alpha exists only to be null (experiment=cifar100_dml unsets the recipe's 0.9 with it)
+    with pytest.raises(ConfigError, match=r"kd\.alpha=0\.5: deep mutual learning has no alpha"):
+        check_config(compose(["kd=dml", "kd.alpha=0.5"]))
+    with pytest.raises(ConfigError, match=r"kd\.temperature=0: temperature must be"):
+        check_config(compose(["kd=dml", "kd.temperature=0"]))
 
 
 @pytest.mark.slow

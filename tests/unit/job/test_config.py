@@ -89,8 +89,22 @@ def _fill_missing(cfg, tmp_path: Path) -> list[str]:
         write_image_folder(tmp_path / "images" / "val")
         extra.append(f"data.root={tmp_path / 'images'}")
         missing.discard("data.root")
+    for key in sorted(k for k in missing if k.endswith(".name_or_path")):  # teacher=hf, ...
+        extra.append(f"{key}={_tiny_hf_model(tmp_path)}")
+        missing.discard(key)
     assert not missing, f"no test value for the mandatory keys {sorted(missing)}"
     return extra
+
+
+def _tiny_hf_model(tmp_path: Path) -> Path:
+    """A saved random GPT-2 that fits the byte-level text data (vocabulary 256, 128 tokens)."""
+    folder = tmp_path / "hf_model"
+    if not folder.is_dir():
+        transformers = pytest.importorskip("transformers")
+        config = transformers.GPT2Config(vocab_size=256, n_positions=128, n_layer=1, n_embd=8,
+                                         n_head=2)  # fmt: skip
+        transformers.GPT2LMHeadModel(config).save_pretrained(folder)
+    return folder
 
 
 @pytest.mark.parametrize("group", GROUPS)
@@ -132,6 +146,7 @@ def test_model_configs_build_for_some_data_set(role: str, tmp_path: Path) -> Non
     modules = _data_modules(tmp_path)
     for option in config_options(role):
         cfg = compose([f"{role}={option}"])
+        cfg = compose([f"{role}={option}", *_fill_missing(cfg, tmp_path)])
         _builds_for_some_data_set(cfg[role].model, modules, f"{role}={option}")
 
 
@@ -144,7 +159,9 @@ def test_every_model_family_builds_and_is_used_by_a_role(tmp_path: Path) -> None
         for cfg in [_compose_with_hydra([f"{role}={option}"])]
     }
     for option in config_options("model"):
-        _builds_for_some_data_set(compose([_select("model", option)]).probe, modules, option)
+        cfg = compose([_select("model", option)])
+        cfg = compose([_select("model", option), *_fill_missing(cfg, tmp_path)])
+        _builds_for_some_data_set(cfg.probe, modules, option)
     assert used == set(config_options("model")), "a model family no teacher/student file uses"
 
 
@@ -311,7 +328,7 @@ def test_each_model_target_is_written_in_one_file() -> None:
     owners: dict[str, list[str]] = {}
     for path in sorted(CONF_DIR.rglob("*.yaml")):
         for line in path.read_text().splitlines():
-            if "_target_: kdlightning.models." in line or "_target_: kdlightning.lm.gpt." in line:
+            if any(f"_target_: kdlightning.{m}." in line for m in ("models", "lm.gpt", "lm.hf")):
                 target = line.split("_target_:")[1].strip()
                 owners.setdefault(target, []).append(str(path.relative_to(CONF_DIR)))
     assert owners, "no model _target_ in conf/"

@@ -186,7 +186,7 @@ def test_under_a_target_only_a_float_default_holds() -> None:
 
 
 def test_task_and_missing_values_are_checked_from_the_config_alone() -> None:
-    assert TASKS == ("distill", "classify")
+    assert TASKS == ("distill", "classify", "eval")
     with pytest.raises(ConfigError, match="task='clasify' is not a task; use task=distill"):
         check_task("clasify")
     with pytest.raises(ConfigError, match=r"data\.root must be set .* \(the folder holding"):

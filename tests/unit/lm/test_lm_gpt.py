@@ -54,10 +54,13 @@ def test_hf_causal_lm_from_a_config_returns_logits():
     model = hf_causal_lm(vocab_size=256, block_size=16, config=config).eval()
     assert model.vocab_size == 256
     assert model(torch.randint(0, 256, (2, 16))).shape == (2, 16, 256)
-    with pytest.raises(FileNotFoundError, match="never downloaded"):
+    # a path that does not exist is an error, not a hub id to download
+    with pytest.raises(FileNotFoundError, match="is not a folder; give a local folder"):
         hf_causal_lm(256, 16, path="/nonexistent/model")
-    with pytest.raises(ValueError, match="exactly one"):
+    with pytest.raises(ValueError, match=r"model\.name_or_path, model\.config or both"):
         hf_causal_lm(256, 16)
+    with pytest.raises(ValueError, match=r"model\.dtype='fp8' is not a dtype"):
+        hf_causal_lm(256, 16, config=config, dtype="fp8")
 
 
 def test_fsdp_strategy_wraps_gpt_blocks():
@@ -66,3 +69,13 @@ def test_fsdp_strategy_wraps_gpt_blocks():
     strategy = fsdp_strategy()  # constructs on the CPU; Lightning only runs FSDP on GPUs
     assert strategy.kwargs["use_orig_params"] is True
     assert Block in strategy.kwargs["auto_wrap_policy"]._module_classes
+
+
+def test_a_name_is_a_folder_a_hub_id_or_an_error(tmp_path):
+    from kdlightning.lm.hf import resolve_source
+
+    assert resolve_source(str(tmp_path)) == (str(tmp_path), True)
+    assert resolve_source("Qwen/Qwen2.5-0.5B") == ("Qwen/Qwen2.5-0.5B", False)  # not fetched here
+    for bad in (str(tmp_path / "missing"), "./models/x", "~/m", "a/b/c"):
+        with pytest.raises(FileNotFoundError, match="is not a folder"):
+            resolve_source(bad)

@@ -231,3 +231,30 @@ def test_the_issues_example_through_each_token_loss():
     value.backward()
     assert math.isfinite(value.item())
     assert torch.isfinite(student.grad).all() and torch.isfinite(both.grad).all()
+
+
+@pytest.mark.parametrize(("k", "temperature", "chunk"), [(1, 1.0, None), (5, 2.0, 3), (16, 1.0, 4)])
+def test_topk_forward_kl_equals_forward_kl_on_the_dense_truncated_teacher(
+    k: int, temperature: float, chunk: int | None
+) -> None:
+    from kdlightning.lm.cached import dense_from_topk
+    from kdlightning.lm.losses import topk_forward_kl
+
+    g = torch.Generator().manual_seed(k)
+    s = torch.randn(2, 7, 16, generator=g, requires_grad=True)
+    top = (3 * torch.randn(2, 7, 16, generator=g)).topk(k, dim=-1)
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask[1, 5:] = False  # padding never counts
+    sparse = topk_forward_kl(s, top.values, top.indices, mask, temperature, chunk)
+    (g_sparse,) = torch.autograd.grad(sparse, s)
+    dense = forward_kl(s, dense_from_topk(top.values, top.indices, 16), mask, temperature, chunk)
+    (g_dense,) = torch.autograd.grad(dense, s)
+    assert sparse.item() == pytest.approx(dense.item(), rel=1e-5, abs=1e-6)
+    assert torch.allclose(g_sparse, g_dense, atol=1e-6)
+    # written out for one token: q renormalized over the k kept ids, the rest dropped
+    q = torch.softmax(top.values[0, 0] / temperature, dim=-1)
+    log_p_s = torch.log_softmax(s[0, 0].detach() / temperature, dim=-1)[top.indices[0, 0]]
+    one = topk_forward_kl(s[:1, :1].detach(), top.values[:1, :1], top.indices[:1, :1],
+                          mask[:1, :1], temperature)  # fmt: skip
+    want = temperature**2 * (q * (q.log() - log_p_s)).sum()
+    assert one.item() == pytest.approx(want.item(), rel=1e-5, abs=1e-6)

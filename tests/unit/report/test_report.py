@@ -843,6 +843,64 @@ def test_real_multirun_trains_the_teacher_once_and_reports(tmp_path: Path) -> No
     assert "distilled − alone, test acc:" in by_role_out
 
 
+def acc_rows(cells: list[tuple[float, float, float]]) -> list[dict[str, Any]]:
+    return [{"setting": "", "temperature": t, "alpha": a, "n": 1, "val_acc_mean": v,
+             "val_acc_std": 0.0, "test_acc_mean": v - 0.1, "test_acc_std": 0.0}
+            for t, a, v in cells]  # fmt: skip
+
+
+def test_scattered_settings_are_points_and_a_grid_with_a_hole_is_a_grid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import matplotlib.pyplot as plt
+
+    from kdlightning.report.heatmap import is_grid, plot_heatmap
+
+    scattered = acc_rows([(1.3, 0.06, 0.90), (4.6, 0.72, 0.95), (14.0, 0.82, 0.97),
+                          (2.0, 0.33, 0.93), (8.8, 0.51, 0.96)])  # fmt: skip
+    holed = acc_rows([(1, 0.5, 0.9), (2, 0.5, 0.8), (1, 0.9, 0.95)])  # (2, 0.9) failed
+    assert not is_grid(scattered) and is_grid(holed)
+    drawn = []
+    monkeypatch.setattr(plt, "close", drawn.append)
+    plot_heatmap(scattered, scattered[2], "t", tmp_path / "s.png")
+    plot_heatmap(holed, None, "t", tmp_path / "g.png")
+    points, cells = drawn
+    val, test, _ = points.axes
+    assert not val.images and val.get_yscale() == "log"
+    # the points, then the red ring round the best, in both panels on one colour scale
+    assert [len(c.get_offsets()) for c in val.collections] == [5, 1]
+    assert val.collections[0].get_clim() == test.collections[0].get_clim()
+    assert list(val.collections[1].get_offsets()[0]) == [0.82, 14.0]
+    assert len(cells.axes[0].images) == 1  # the grid keeps its heatmap
+
+
+def test_an_optuna_search_is_reported_like_a_grid(tmp_path: Path) -> None:
+    specs = [
+        {"T": 4.5797, "a": 0.7152, "seed": 0, "val": 0.95, "test": 0.94},
+        {"T": 14.04, "a": 0.8212, "seed": 0, "val": 0.97, "test": 0.94},
+        {"T": 1.1137, "a": 0.8058, "seed": 0, "val": 0.96, "test": 0.95},
+    ]
+    sweep = fake_sweep(tmp_path / "sweep", specs, ["hparams_search=kd_optuna"])
+    sweeper = {"_target_": "hydra_plugins.kdl_optuna_sweeper.sweeper.OptunaSweeper"}
+    multirun = OmegaConf.load(sweep / "multirun.yaml")
+    multirun.hydra.sweeper = sweeper  # no grid: no job is "not started"
+    OmegaConf.save(multirun, sweep / "multirun.yaml")
+    best = {"kd.temperature": 14.04, "kd.alpha": 0.8212}
+    OmegaConf.save(OmegaConf.create({"name": "optuna", "best_params": best, "best_value": 0.97,
+                                     "best_trial": 1, "n_trials": 3, "direction": "maximize"}),
+                   sweep / "optimization_results.yaml")  # fmt: skip
+    assert main([str(sweep), "--wandb", "off"]) == 0
+    summary = read_json(sweep / FILES["json"])
+    assert summary["counts"] == {"ok": 3} and summary["optuna"]["best_params"] == best
+    assert (summary["best"]["temperature"], summary["best"]["alpha"]) == (14.04, 0.8212)
+    md = (sweep / FILES["markdown"]).read_text()
+    assert "T=14.04, alpha=0.8212: validation 97.00%, test 94.00% over 1 seed(s)" in md
+    assert "Optuna search (optimization_results.yaml): trial 1 of 3, kd.temperature=14.04, " \
+        "kd.alpha=0.8212: value 0.97, maximized" in md  # fmt: skip
+    assert "![T × alpha scatter](report_heatmap.png)" in md
+    assert len(read_csv(sweep / FILES["aggregate"])) == 3
+
+
 def test_the_heatmaps_two_panels_share_one_colour_scale(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
