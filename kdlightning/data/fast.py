@@ -140,6 +140,12 @@ class TensorBatches:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         # A generator: the order is drawn at the first next(), after Lightning's set_epoch.
+        # One draw from the global generator first, as a DataLoader's iterator makes (its
+        # workers' base seed): the model's random stream (dropout masks) then stays the one the
+        # DataLoader path gives, so data.on_device changes speed, never results; the stage cache
+        # relies on that (data.on_device is not in its keys). At the first next(), not at iter():
+        # Lightning calls iter() on a loader that is not a DataLoader only to check it.
+        torch.empty((), dtype=torch.int64).random_()
         order = self.order().to(self.device)
         start = 0
         if self._resume is not None and self._resume["epoch"] == self.epoch:

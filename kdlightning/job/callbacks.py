@@ -28,6 +28,9 @@ class LastCheckpoint(L.Callback):
         if trainer.sanity_checking or trainer.fast_dev_run:
             return
         tmp = self.path.with_name(f".{self.path.stem}.tmp{self.path.suffix}")
-        trainer.save_checkpoint(tmp)  # every rank calls it (it synchronizes); rank 0 writes
+        # every rank calls it (it synchronizes); rank 0 writes. weights_only=False: a full
+        # checkpoint (optimizer, loops, callbacks) is what resume needs; saying so also keeps
+        # Lightning from printing "`weights_only` was not set" after every epoch.
+        trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
             os.replace(tmp, self.path)

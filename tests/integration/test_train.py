@@ -159,3 +159,6 @@ def test_cli_prints_the_table_writes_results_and_fails_clearly(tmp_path: Path) -
     assert f"results: {sweep / '1' / 'results.json'}" in proc.stdout
     assert (sweep / "1" / ".hydra" / "config.yaml").is_file()
     assert not (sweep / "1" / "failed.json").exists()
+    # last.ckpt is saved every epoch as a full checkpoint, said explicitly: no Lightning line
+    # "`weights_only` was not set, defaulting to `False`." after each epoch
+    assert "was not set, defaulting" not in proc.stdout + proc.stderr

@@ -20,8 +20,10 @@ from lightning.pytorch.utilities.data import _is_dataloader_shuffled, _update_da
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from kdlightning import ClassifierModule
 from kdlightning.data import DigitsDataModule
 from kdlightning.data.fast import TensorBatches, check_on_device
+from kdlightning.models import MLP
 
 
 def _digits(on_device: bool | str, batch_size: int = 50, **kw: object) -> DigitsDataModule:
@@ -127,6 +129,29 @@ def test_a_run_resumed_mid_epoch_serves_the_rest_of_the_same_order(tmp_path: Pat
     (ckpt,) = (tmp_path / "cut").glob("*step=5.ckpt")
     resumed = _fit(tmp_path / "resumed", 16, ckpt=str(ckpt)).seen
     assert resumed == whole[5:]
+
+
+def _fit_with_dropout(on_device: bool | str, root: Path) -> dict[str, Tensor]:
+    L.seed_everything(0)
+    module = ClassifierModule(MLP(10, (1, 8, 8), hidden_sizes=[32], dropout=0.5), num_classes=10)
+    trainer = L.Trainer(
+        max_epochs=2, limit_train_batches=4, limit_val_batches=2, accelerator="cpu",
+        logger=False, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False, default_root_dir=root,
+    )  # fmt: skip
+    trainer.fit(module, datamodule=DigitsDataModule(batch_size=50, seed=3, on_device=on_device))
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_on_device_changes_no_result_dropout_included(tmp_path: Path) -> None:
+    """The same weights with and without the fast path: a DataLoader's iterator draws once from
+    the global generator (its workers' base seed), and so must the fast path's, or every dropout
+    mask after the first epoch would differ (and a cached teacher trained one way would not be
+    the teacher the other way trains: data.on_device is not in the stage cache's keys)."""
+    fast, slow = _fit_with_dropout("auto", tmp_path / "a"), _fit_with_dropout(False, tmp_path / "b")
+    assert fast.keys() == slow.keys()
+    for key in fast:
+        assert torch.equal(fast[key], slow[key]), key
 
 
 @pytest.mark.parametrize(("value", "want"), [("auto", "auto"), (True, True), ("false", False)])
