@@ -358,7 +358,7 @@ class ClassificationDataModule(L.LightningDataModule):
             tiled = labeled.repeat(reps)[: len(targets)]
             if isinstance(dataset, TensorDataset):
                 x, y = dataset.tensors
-                return IndexedTensors(x[tiled], y[tiled].long(), tiled)
+                return self.train_view(IndexedTensors(x[tiled], y[tiled].long(), tiled))
             return Indexed(torch.utils.data.Subset(dataset, tiled.tolist()))
         if labeled is not None and mode == "transfer":
             masked = torch.full_like(targets, UNLABELED)
@@ -366,8 +366,14 @@ class ClassificationDataModule(L.LightningDataModule):
             targets = masked
         if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2:
             x, y = dataset.tensors
-            return IndexedTensors(x, y.long() if targets is None else targets)
+            served = IndexedTensors(x, y.long() if targets is None else targets)
+            return self.train_view(served) if split == "train" else served
         return Indexed(dataset, targets)
+
+    def train_view(self, dataset: IndexedTensors) -> IndexedTensors:
+        """The in-memory training split as the training loader serves it: as is here;
+        subclasses that augment whole batches wrap it (:mod:`kdlightning.data.augment`)."""
+        return dataset
 
     def loader(self, dataset: Dataset, *, train: bool, shard: bool = True) -> DataLoader:
         """A DataLoader with this module's settings over an :meth:`indexed` data set.

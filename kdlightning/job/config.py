@@ -19,6 +19,7 @@ from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from kdlightning.distill.functional import check_alpha, check_temperature
+from kdlightning.distill.mixing import check_mix
 from kdlightning.distill.teacher import cached_feature_message, check_teacher_logits
 from kdlightning.job.build import build_method, method_class, method_needs
 from kdlightning.job.errors import ConfigError  # defined there: the command line needs no torch
@@ -146,6 +147,22 @@ def check_kd(cfg: DictConfig) -> None:
             check_teacher_logits(kd.teacher_logits)
         except ValueError as err:
             raise ConfigError(str(err)) from None
+    check_kd_mix(kd)
+
+
+def check_kd_mix(kd: DictConfig) -> None:
+    """``kd.mix`` / ``kd.mix_alpha`` (function matching on mixed images): a known mode, a Beta
+    parameter > 0, and never with cached teacher logits, which hold no output for a mixed image."""
+    try:
+        mode, _ = check_mix(kd.get("mix", "none"), kd.get("mix_alpha", 1.0))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if mode != "none" and kd.get("teacher_logits") == "cached":
+        raise ConfigError(
+            f"kd.mix={mode} with kd.teacher_logits=cached: the teacher has to see the mixed "
+            "images, and logits stored once belong to the unmixed ones. Use "
+            "kd.teacher_logits=online (or auto), or kd.mix=none"
+        )
 
 
 def check_feature_layers(cfg: DictConfig) -> None:

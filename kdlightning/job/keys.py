@@ -185,7 +185,7 @@ def signature_of(target: str) -> inspect.Signature | None:
 
 #: Keys of ``kd`` the job reads and the method's class does not take (the builder sets them
 #: aside: :func:`kdlightning.job.build.build_method`).
-KD_JOB_KEYS = ("method", "teacher_logits", "verify_cached_logits")
+KD_JOB_KEYS = ("method", "teacher_logits", "verify_cached_logits", "mix", "mix_alpha")
 
 
 def check_target_keys(cfg: DictConfig, added: Iterable[str] = (), skip: Iterable[str] = ()) -> None:
