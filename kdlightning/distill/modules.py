@@ -330,6 +330,12 @@ class DistillationModule(FrozenTeacher, SupervisedModule):
     run under ``torch.no_grad()``, outside the optimizer and outside checkpoints. Reload with
     ``DistillationModule.load_from_checkpoint(path, teacher=teacher, student=student)``.
 
+    ``mix`` (``none``, ``mixup`` or ``cutmix``; :mod:`kdlightning.distill.mixing`): each training
+    batch is mixed (``lam ~ Beta(mix_alpha, mix_alpha)`` per image), the teacher and the student
+    run on the mixed images, and the loss is the method's distillation term alone, since a mixed
+    image has no label (function matching, Beyer et al. 2022); ``train/acc`` is then the
+    agreement with the teacher. It needs the teacher online: refused with ``teacher_logits``.
+
     Logs ``train/{loss,acc}``, ``train/<term>`` for each of the method's terms (for KD
     ``kd_loss`` and ``ce_loss``; ``dkd_loss``, ``hint_loss``, ... for others) and, on val and
     test, ``{split}/acc`` (student),
