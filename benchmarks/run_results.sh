@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every result table in README.md and docs/results.md, regenerated on this machine:
-#   nohup benchmarks/run_results.sh [default|sweep|fashion|mnist1d|lm|methods ...] > logs/results.log 2>&1 &
+#   nohup benchmarks/run_results.sh [default|sweep|fashion|fashion_full|mnist1d|lm|methods ...] > logs/results.log 2>&1 &
 # Each part prints its wall time and writes report_by_role.md (teacher / student alone /
 # distilled: mean ± std over seeds, the gain paired per seed) into its multirun folder.
 # OMP_NUM_THREADS=1: on a small shared machine, two OpenMP threads per process made small
@@ -48,6 +48,35 @@ for part in ${parts[*]}; do
       "teacher.checkpoint=$LOGS/fashion/teacher/teacher/checkpoints/best.ckpt" \
       "hydra.sweep.dir=$LOGS/fashion/students"
     $PY -m kdlightning.report "$LOGS/fashion/students" --by-role ;;
+  fashion_full)  # issue 22, every label: a teacher trained on augmented views (crops, flips),
+    # then per student (mlp16, cnn) the student alone with the same augmentation and epochs vs
+    # kd / dkd / dist, taught on the same augmented batch (online), with and without kd.mix
+    # (function matching on mixed images); 2 settings per method, chosen on validation by
+    # benchmarks/methods_table.py. FASHION_STUDENTS, FASHION_SEEDS, FASHION_MIXES and
+    # FASHION_METHODS narrow it (each job costs a teacher forward per step: docs/results.md).
+    # FASHION_TEACHER=PATH.ckpt: a teacher trained before by the command below, not retrained.
+    F=$LOGS/fashion_full
+    teacher=${FASHION_TEACHER:-$F/teacher/teacher/checkpoints/best.ckpt}
+    [ -n "${FASHION_TEACHER:-}" ] || [ -f "$F/teacher/results.json" ] || timed fashion_full_teacher \
+      $PY -m kdlightning.train experiment=fashion_mnist_full task=classify trainer.max_epochs=20 \
+      "paths.log_dir=$F" "hydra.run.dir=$F/teacher"
+    for student in ${FASHION_STUDENTS:-mlp16 cnn}; do
+      for grid in "kd kd.temperature=4 kd.alpha=0.5,0.9" \
+          "dkd kd.temperature=4 kd.alpha=1 kd.beta=2,8 kd.warmup_epochs=2" \
+          "dist kd.temperature=1,4 kd.alpha=1"; do
+        read -r method args <<< "$grid"
+        [[ " ${FASHION_METHODS:-kd dkd dist} " == *" $method "* ]] || continue
+        for mix in ${FASHION_MIXES:-none mixup}; do
+          # shellcheck disable=SC2086  # $args: the grid's overrides, one word each
+          timed "fashion_full_${student}_${method}_$mix" $PY -m kdlightning.train -m \
+            experiment=fashion_mnist_full "student=$student" "kd=$method" $args "kd.mix=$mix" \
+            "seed=${FASHION_SEEDS:-0,1,2}" trainer.enable_progress_bar=false \
+            "teacher.checkpoint=$teacher" "paths.log_dir=$F" \
+            "hydra.sweep.dir=$F/$student/${method}_$mix"
+        done
+      done
+      $PY benchmarks/methods_table.py "$F/$student"
+    done ;;
   mnist1d)
     timed mnist1d $PY -m kdlightning.train -m experiment=mnist1d seed=0,1,2 \
       "paths.log_dir=$LOGS/mnist1d" "hydra.sweep.dir=$LOGS/mnist1d/sweep"
@@ -76,7 +105,7 @@ for part in ${parts[*]}; do
     done
     echo "WALL methods: $(( $(date +%s) - start )) s"
     $PY benchmarks/methods_table.py "$LOGS/methods" ;;
-  *) echo "unknown part $part (default_sweep, default, full_labels, sweep, fashion, mnist1d, lm, methods)"
+  *) echo "unknown part $part (default_sweep, default, full_labels, sweep, fashion, fashion_full, mnist1d, lm, methods)"
      exit 2 ;;
   esac
 done

@@ -116,6 +116,10 @@ class IndexedTensors(Dataset):
     each row back to ``positions`` (its place in the split it came from).
     """
 
+    #: whether batches are random views drawn as they are served (data.augment), so that they
+    #: cannot be cut from the tensors ahead (kdlightning.data.fast)
+    augmented = False
+
     def __init__(self, inputs: Tensor, targets: Tensor, positions: Tensor | None = None) -> None:
         if len(inputs) != len(targets):
             raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
@@ -366,7 +370,7 @@ class ClassificationDataModule(L.LightningDataModule):
             tiled = labeled.repeat(reps)[: len(targets)]
             if isinstance(dataset, TensorDataset):
                 x, y = dataset.tensors
-                return IndexedTensors(x[tiled], y[tiled].long(), tiled)
+                return self.train_view(IndexedTensors(x[tiled], y[tiled].long(), tiled))
             return Indexed(torch.utils.data.Subset(dataset, tiled.tolist()))
         if labeled is not None and mode == "transfer":
             masked = torch.full_like(targets, UNLABELED)
@@ -374,8 +378,14 @@ class ClassificationDataModule(L.LightningDataModule):
             targets = masked
         if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2:
             x, y = dataset.tensors
-            return IndexedTensors(x, y.long() if targets is None else targets)
+            served = IndexedTensors(x, y.long() if targets is None else targets)
+            return self.train_view(served) if split == "train" else served
         return Indexed(dataset, targets)
+
+    def train_view(self, dataset: IndexedTensors) -> IndexedTensors:
+        """The in-memory training split as the training loader serves it: as is here;
+        subclasses that augment whole batches wrap it (:mod:`kdlightning.data.augment`)."""
+        return dataset
 
     def loader(
         self, dataset: Dataset, *, train: bool, shard: bool = True
@@ -383,14 +393,17 @@ class ClassificationDataModule(L.LightningDataModule):
         """The batches of an :meth:`indexed` data set, with this module's settings.
 
         In-memory sets (:class:`IndexedTensors`) are served as whole-tensor batches on the
-        training device unless ``data.on_device=false`` (:mod:`kdlightning.data.fast`: the same
-        order, no per-sample Python; ``num_workers`` and ``pin_memory`` do not apply); others
-        through a DataLoader. Under DDP, training shards as Lightning's distributed sampler does,
-        evaluation without padding (:class:`ExactDistributedSampler`); ``shard=False`` serves
-        the whole set on every rank.
+        training device (:mod:`kdlightning.data.fast`: the same order, no per-sample Python;
+        ``num_workers`` and ``pin_memory`` do not apply) unless ``data.on_device=false`` or the
+        batches are augmented; others through a DataLoader. Under DDP, training shards as
+        Lightning's distributed sampler does, evaluation without padding
+        (:class:`ExactDistributedSampler`); ``shard=False`` serves the whole set on every rank.
         """
         seed = int(getattr(self, "seed", 0))
-        if isinstance(dataset, IndexedTensors) and self.on_device is not False:
+        # Augmented batches (data.augment) draw their views per batch as the DataLoader asks for
+        # them (AugmentedTensors.__getitems__): those keep the DataLoader.
+        fast = not getattr(dataset, "augmented", False) and self.on_device is not False
+        if isinstance(dataset, IndexedTensors) and fast:
             return self._tensor_batches(dataset, train=train, shard=shard, seed=seed)
         collate = batch_as_is if isinstance(dataset, IndexedTensors) else None
         return make_loader(self, dataset, train=train, shard=shard, seed=seed, collate_fn=collate)

@@ -23,10 +23,12 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from torch.utils.data import TensorDataset
 from torchvision import datasets
 
-from kdlightning.data.base import ClassificationDataModule, RawInput
+from kdlightning.data.augment import AugmentedTensors
+from kdlightning.data.base import ClassificationDataModule, IndexedTensors, RawInput
 from kdlightning.data.splits import split_indices
 from kdlightning.files import atomic_path
 
@@ -175,10 +177,23 @@ class _IdxDataModule(ClassificationDataModule):
         eval_batch_size: int | None = None,
         num_labeled: int | None = None,
         on_device: bool | str = "auto",
+        augment: bool = False,
+        crop_padding: int = 2,
+        hflip: bool = True,
     ) -> None:
         super().__init__(
             batch_size, num_workers, pin_memory, eval_batch_size, num_labeled, on_device
         )
+        if int(crop_padding) < 0:
+            raise ValueError(
+                f"data.crop_padding={crop_padding!r}: the padding of the random crops must be "
+                ">= 0 pixels (0: no crops)"
+            )
+        # Random crops (crop_padding pixels) and mirror images (hflip) of the training batches;
+        # the validation and test images are never augmented.
+        self.augment = bool(augment)
+        self.augments = self.augment  # random views: stored teacher logits would not match
+        self.crop_padding, self.hflip = int(crop_padding), bool(hflip)
         self.data_dir = Path(data_dir).expanduser()
         self.val_size = int(val_size)
         self.seed = int(seed)
@@ -194,6 +209,19 @@ class _IdxDataModule(ClassificationDataModule):
             f"{self.dataset_cls.__name__} pixel values as the idx files store them: 0-255 "
             "(uint8), as float32",
             (0.0, 255.0), integer=True, divide_by=255.0, mean=(self.mean,), std=(self.std,),
+        )  # fmt: skip
+
+    def train_view(self, dataset: IndexedTensors) -> IndexedTensors:
+        if not self.augment:
+            return dataset
+        # An empty (0) pixel after normalization: the padding looks like the images' background.
+        background = -self.mean / self.std
+        # data.seed stays fixed (it fixes the validation split); the job's seed, set by
+        # seed_everything before each stage builds its loader, moves the views between seeds.
+        seed = (self.seed * 1_000_003 + torch.initial_seed()) % 2**63
+        return AugmentedTensors(
+            dataset.inputs, dataset.targets, dataset.positions, crop_padding=self.crop_padding,
+            hflip=self.hflip, fill=background, seed=seed,
         )  # fmt: skip
 
     @property

@@ -39,6 +39,7 @@ from kdlightning.distill.logit_store import LogitTable
 from kdlightning.distill.logit_store import tables as logit_tables
 from kdlightning.distill.methods import KD, Method, no_gather
 from kdlightning.distill.metrics import Accuracy
+from kdlightning.distill.mixing import check_mix, mix_batch
 
 __all__ = [
     "ClassifierModule",
@@ -365,6 +366,12 @@ class DistillationModule(FrozenTeacher, SupervisedModule):
     run under ``torch.no_grad()``, outside the optimizer and outside checkpoints. Reload with
     ``DistillationModule.load_from_checkpoint(path, teacher=teacher, student=student)``.
 
+    ``mix`` (``none``, ``mixup`` or ``cutmix``; :mod:`kdlightning.distill.mixing`): each training
+    batch is mixed (``lam ~ Beta(mix_alpha, mix_alpha)`` per image), the teacher and the student
+    run on the mixed images, and the loss is the method's distillation term alone, since a mixed
+    image has no label (function matching, Beyer et al. 2022); ``train/acc`` is then the
+    agreement with the teacher. It needs the teacher online: refused with ``teacher_logits``.
+
     Logs ``train/{loss,acc}``, ``train/<term>`` for each of the method's terms (for KD
     ``kd_loss`` and ``ce_loss``; ``dkd_loss``, ``hint_loss``, ... for others) and, on val and
     test, ``{split}/acc`` (student),
@@ -384,10 +391,19 @@ class DistillationModule(FrozenTeacher, SupervisedModule):
         teacher_logits: Mapping[str, Tensor | LogitTable] | None = None,
         verify_cached: bool = False,
         method: Method | None = None,
+        mix: str = "none",
+        mix_alpha: float = 1.0,
     ) -> None:
         super().__init__(num_classes or infer_num_classes(student), optimizer, scheduler)
         if teacher is student:
             raise ValueError("teacher and student must be two different modules")
+        self.mix, self.mix_alpha = check_mix(mix, mix_alpha)
+        if self.mix != "none" and teacher_logits:
+            raise ValueError(
+                f"kd.mix={self.mix} needs the teacher's outputs on the mixed images, which cached "
+                "teacher logits (computed once on the unmixed images) do not hold: use "
+                "kd.teacher_logits=online, or kd.mix=none"
+            )
         self.alpha = check_alpha(alpha)
         if method is None:
             # KD checks its own temperature (once, in its constructor)
@@ -409,6 +425,9 @@ class DistillationModule(FrozenTeacher, SupervisedModule):
                 "method",
             ]
         )
+        # Mixing draws from its own generator, seeded from the global state when training
+        # starts (on_fit_start): dropout and the data order stay the student-alone run's.
+        self.mix_generator = torch.Generator()
         self.teacher = teacher
         self.student = student
         self.method = method
@@ -441,6 +460,7 @@ class DistillationModule(FrozenTeacher, SupervisedModule):
         # ranks' tensors with their gradients (see kdlightning.distill.methods.Method.gather).
         if self.trainer.world_size > 1:
             self.method.gather = lambda t: self.all_gather(t, sync_grads=True).flatten(0, 1)
+        self.mix_generator.manual_seed(torch.initial_seed() + self.global_rank)
 
     def on_fit_end(self) -> None:
         self.method.gather = no_gather
@@ -497,6 +517,8 @@ class DistillationModule(FrozenTeacher, SupervisedModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         x, y = batch[0], batch[1]
+        if self.mix != "none":
+            return self._mixed_step(x, y)
         if self.method.needs_features:  # never with cached logits (refused in __init__)
             s_logits, t_logits, s_feats, t_feats = self._forward_with_features(x)
         else:
@@ -507,6 +529,24 @@ class DistillationModule(FrozenTeacher, SupervisedModule):
                           index=index)  # fmt: skip
         self.log_train({"loss": out.loss, **out.terms}, y.shape[0])
         self.train_acc.update(s_logits, y)
+        return out.loss
+
+    def _mixed_step(self, x: Tensor, y: Tensor) -> Tensor:
+        """Function matching (``mix``): the student and the teacher see the same mixed images;
+        the targets are all ``UNLABELED``, so the method's loss is its distillation term alone
+        (for KD ``alpha * T^2 KL``; DKD decouples around the teacher's top-1 class)."""
+        mixed = mix_batch(x, self.mix, self.mix_alpha, self.mix_generator)
+        unlabeled = torch.full_like(y, UNLABELED)
+        if self.method.needs_features:
+            s_logits, t_logits, s_feats, t_feats = self._forward_with_features(mixed)
+        else:
+            t_logits = self.teacher_logits(mixed)
+            s_logits, s_feats, t_feats = self.student(mixed), [], []
+        out = self.method(s_logits, t_logits, unlabeled, s_feats, t_feats,
+                          epoch=self.current_epoch, index=None)  # fmt: skip
+        self.log_train({"loss": out.loss, **out.terms}, y.shape[0])
+        # A mixed image has no label: train/acc is the student's agreement with the teacher.
+        self.train_acc.update(s_logits, t_logits.argmax(dim=-1))
         return out.loss
 
     def epoch_metrics(self, split: str) -> Mapping[str, Metric]:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kdlightning.data.fast import check_on_device
 from kdlightning.distill.logit_store import check_dtype, check_topk
+from kdlightning.distill.mixing import check_mix
 from kdlightning.distill.teacher import cached_feature_message, check_teacher_logits
 from kdlightning.job.build import build_method, method_class, method_needs
 from kdlightning.job.errors import ConfigError  # defined there: the command line needs no torch
@@ -126,6 +127,7 @@ def check_kd(cfg: DictConfig) -> None:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     check_logit_store(kd)
+    check_kd_mix(kd)
 
 
 def check_logit_store(kd: DictConfig) -> None:
@@ -159,6 +161,27 @@ def check_logit_store(kd: DictConfig) -> None:
             f"kd.logits_topk={k} keeps the teacher's top {k} stored logits per sample, but "
             "kd.teacher_logits=online runs the teacher on every batch; set "
             "kd.teacher_logits=cached (or auto), or kd.logits_topk=null"
+        )
+
+
+def check_kd_mix(kd: DictConfig) -> None:
+    """``kd.mix`` / ``kd.mix_alpha`` (function matching on mixed images): a known mode, a Beta
+    parameter > 0, and never with cached teacher logits, which hold no output for a mixed image."""
+    try:
+        mode, _ = check_mix(kd.get("mix", "none"), kd.get("mix_alpha", 1.0))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if mode != "none" and kd.get("teacher_logits") == "cached":
+        raise ConfigError(
+            f"kd.mix={mode} with kd.teacher_logits=cached: the teacher has to see the mixed "
+            "images, and logits stored once belong to the unmixed ones. Use "
+            "kd.teacher_logits=online (or auto), or kd.mix=none"
+        )
+    if mode != "none" and kd.get("logits_topk") is not None:
+        raise ConfigError(
+            f"kd.mix={mode} with kd.logits_topk={kd.logits_topk}: the top-k teacher is stored "
+            "once, for the unmixed images, and mixing needs the teacher online; set "
+            "kd.logits_topk=null, or kd.mix=none"
         )
 
 

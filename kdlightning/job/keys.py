@@ -186,7 +186,8 @@ def signature_of(target: str) -> inspect.Signature | None:
 #: Keys of ``kd`` the job reads and the method's class does not take (the builder sets them
 #: aside: :func:`kdlightning.job.build.build_method`).
 KD_JOB_KEYS = (
-    "method", "teacher_logits", "verify_cached_logits", "logits_dtype", "logits_topk",
+    "method", "teacher_logits", "verify_cached_logits", "logits_dtype", "logits_topk", "mix",
+    "mix_alpha",
     "teacher_topk",  # the language-model methods' cached top-k (kdlightning.lm.cached)
 )  # fmt: skip
 

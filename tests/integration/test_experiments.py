@@ -156,6 +156,35 @@ def test_fashion_mnist_experiment_runs_on_idx_files_without_download(tmp_path: P
     assert results["distilled"]["params"] == 28 * 28 * 16 + 16 + 16 * 10 + 10
 
 
+def test_fashion_mnist_full_composes_the_consistent_teaching_recipe() -> None:
+    ff = composed("experiment=fashion_mnist_full")
+    assert ff.data._target_ == "kdlightning.data.FashionMNISTDataModule"
+    data = ff.data
+    assert (data.augment, data.crop_padding, data.hflip, data.seed) == (True, 2, True, 0)
+    assert OmegaConf.to_container(ff.student.model) == {
+        "_target_": "kdlightning.models.MLP", "hidden_sizes": [16]}  # fmt: skip
+    assert ff.kd.teacher_logits == "online"  # the teacher sees the student's augmented view
+    assert ff.kd.mix in ("none", "mixup", "cutmix")
+    # student=cnn replaces the MLP student whole (no hidden_sizes left over for SmallCNN)
+    cnn = composed("experiment=fashion_mnist_full", "student=cnn")
+    assert OmegaConf.to_container(cnn.student.model) == {
+        "_target_": "kdlightning.models.SmallCNN", "channels": [8, 16], "hidden": 32}  # fmt: skip
+
+
+def test_fashion_mnist_full_runs_with_mixing_on_idx_files(tmp_path: Path) -> None:
+    debian = tmp_path / "debian"
+    write_idx_dataset(debian, n_train=120, n_test=20)
+    results, _ = run_job(
+        tmp_path, "experiment=fashion_mnist_full", "kd.mix=cutmix", "data.val_size=20",
+        "data.batch_size=16", "trainer.max_epochs=1", "trainer.limit_train_batches=1",
+        f"data.data_dir={tmp_path / 'data'}", f"data.system_dir={debian}",
+    )  # fmt: skip
+    assert {"teacher", "baseline", "distilled"} <= set(results)
+    distilled = results["distilled"]
+    assert distilled["teacher_logits"]["mode"] == "online"
+    assert distilled["mix"] == {"mode": "cutmix", "alpha": 1.0}
+
+
 def test_mnist1d_experiment_runs(tmp_path: Path) -> None:
     results, _ = run_job(tmp_path, "experiment=mnist1d", "data.num_samples=400", "data.val_size=40",
                          "kd.teacher_logits=cached")  # fmt: skip

@@ -78,13 +78,15 @@ def teacher_logits_mode(cfg: DictConfig, dm: Any, needs_features: bool = False) 
     pass over every sample would cost more than the whole run (33 s of 65k Fashion-MNIST
     images for 3 batches). ``kd.logits_topk`` makes ``auto`` cached: only stored logits are
     truncated to the top k (and refused, with the reason, where cached logits cannot serve)."""
+    # kd.mix: the teacher must see the mixed images, as it must see random augmented views.
+    varies = bool(dm.augments) or cfg.kd.get("mix", "none") not in (None, "none")
     mode = cfg.kd.get("teacher_logits", "online")
     if mode == "auto" and cfg.kd.get("logits_topk") is not None:
         mode = "cached"
     elif mode == "auto" and progress.limited(cfg.trainer):
-        return choose_teacher_logits("online", needs_features, bool(dm.augments))
+        return choose_teacher_logits("online", needs_features, varies)
     return choose_teacher_logits(
-        mode, needs_features, bool(dm.augments),
+        mode, needs_features, varies,
         method=str(cfg.kd.get("method", "kd")), data=type(dm).__name__,
     )  # fmt: skip
 
@@ -163,14 +165,18 @@ class ImageTask(Task):
         logits_info: dict[str, Any] = {"mode": "online"}
         if mode == "cached":
             logits, logits_info = self._cached_logits(job)
-        log.info("Distilling the student (kd=%s, T=%g, %s teacher logits)", method_name,
-                 method.temperature, mode)  # fmt: skip
+        log.info("Distilling the student (kd=%s, T=%g, %s teacher logits, mix=%s)", method_name,
+                 method.temperature, mode, cfg.kd.get("mix", "none"))  # fmt: skip
         module = DistillationModule(
             job.teacher, student, num_classes=dm.num_classes, teacher_logits=logits,
             verify_cached=bool(cfg.kd.get("verify_cached_logits", False)), method=method,
+            mix=str(cfg.kd.get("mix", "none")), mix_alpha=float(cfg.kd.get("mix_alpha", 1.0)),
             **optimizer_factories(cfg),
         )  # fmt: skip
-        return Distiller(student, module, {"method": method_name, "teacher_logits": logits_info})
+        info = {"method": method_name, "teacher_logits": logits_info}
+        if module.mix != "none":
+            info["mix"] = {"mode": module.mix, "alpha": module.mix_alpha}
+        return Distiller(student, module, info)
 
     def _cached_logits(self, job: Job) -> tuple[dict[str, LogitTable], dict[str, Any]]:
         """The teacher's logits in the stored layout ``kd.logits_dtype`` / ``kd.logits_topk``
