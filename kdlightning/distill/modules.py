@@ -433,8 +433,9 @@ class DistillationModule(FrozenTeacher, SupervisedModule):
         self.method = method
         self.teacher.requires_grad_(False)
         self.teacher.eval()
-        # Not buffers: a table stays on the CPU (memory-mapped when it came from the cache) and
-        # a lookup moves the batch's rows only; never in a checkpoint.
+        # Not buffers, never in a checkpoint: a large table stays on the CPU (memory-mapped when
+        # it came from the cache) and a lookup moves the batch's rows only; a small one moves to
+        # the batches' device at its first lookup there (LogitTable.lookup says why).
         self.logit_tables = logit_tables(teacher_logits or {}, self.num_classes)
         self.cached_splits: tuple[str, ...] = tuple(self.logit_tables)
         self.verify_cached = bool(verify_cached)

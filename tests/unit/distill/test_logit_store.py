@@ -188,3 +188,23 @@ def test_a_topk_above_the_class_count_stops_the_job_before_the_teacher(tmp_path:
     with pytest.raises(ValueError, match=r"kd.logits_topk=11 exceeds the data's 10 classes"):
         run_job(tmp_path, "kd.logits_topk=11")
     assert not (tmp_path / "job" / "teacher").exists()
+
+
+def test_a_small_table_moves_to_the_batches_device_a_large_one_stays(monkeypatch) -> None:
+    """With batches on a GPU (data.on_device), a host-side table would cost a host round trip per
+    step; a table up to DEVICE_RESIDENT_BYTES moves at its first lookup there. The "meta"
+    device stands in for a GPU (shapes and devices, no data)."""
+    from kdlightning.distill import logit_store
+
+    logits = torch.randn(6, 4)
+    small = logit_store.LogitTable(4, full=logits.clone())
+    rows = torch.tensor([3, 0], device="meta")
+    out = small.lookup(rows)
+    assert out.device.type == "meta" and out.shape == (2, 4)
+    assert small.full.device.type == "meta"  # stays there for the next lookups
+    monkeypatch.setattr(logit_store, "DEVICE_RESIDENT_BYTES", logits.numel() * 4 - 1)
+    large = logit_store.LogitTable(4, full=logits.clone())
+    torch.testing.assert_close(large.lookup(torch.tensor([3, 0])), logits[[3, 0]])
+    with pytest.raises((NotImplementedError, RuntimeError)):  # the rows must come to the host
+        large.lookup(rows)  # (a meta index cannot: on a GPU it is the copy the small one avoids)
+    assert large.full.device.type == "cpu"
