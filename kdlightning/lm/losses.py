@@ -45,7 +45,6 @@ from torch import Tensor
 from kdlightning.distill.functional import check_temperature, kl_terms
 
 __all__ = [
-    "LM_METHODS",
     "divergence",
     "forward_kl",
     "generalized_jsd",
@@ -55,8 +54,6 @@ __all__ = [
     "topk_forward_kl",
 ]
 
-#: The ``kd.method`` names of the token-level losses (``conf/kd/<name>.yaml``).
-LM_METHODS = ("forward_kl", "reverse_kl", "jsd")
 
 # per-token divergence of (student log-probs, teacher log-probs) -> (batch, chunk)
 TokenFn = Callable[[Tensor, Tensor], Tensor]
@@ -279,21 +276,3 @@ def next_token_ce(
         return flat.view(y.shape)
 
     return _chunked_mean(per_token, (logits, targets), mask, chunk_size)
-
-
-def lm_divergence(method: str, beta: float = 0.5) -> Callable[..., Tensor]:
-    """The divergence named by ``kd.method`` (``forward_kl``, ``reverse_kl`` or ``jsd``) as a
-    function ``(student_logits, teacher_logits, mask, temperature, chunk_size) -> Tensor``."""
-    if method == "forward_kl":
-        return forward_kl
-    if method == "reverse_kl":
-        return reverse_kl
-    if method == "jsd":
-        b = check_beta(beta)
-        return lambda s, t, m, temperature=1.0, chunk_size=None: generalized_jsd(
-            s, t, m, b, temperature, chunk_size
-        )
-    raise ValueError(
-        f"kd.method={method!r} is not a language-model method; use kd=forward_kl, "
-        f"kd=reverse_kl or kd=jsd ({', '.join(LM_METHODS)})"
-    )

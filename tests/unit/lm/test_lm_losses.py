@@ -11,12 +11,19 @@ import torch.nn.functional as F
 from kdlightning.lm.losses import (
     forward_kl,
     generalized_jsd,
-    lm_divergence,
     next_token_ce,
     reverse_kl,
 )
+from kdlightning.lm.methods import token_method
 
 B, L, V = 3, 7, 11
+
+
+def lm_divergence(name, beta, temperature=1.0, chunk_size=None):
+    """The divergence the job trains with for ``kd=<name>`` (kdlightning.lm.methods)."""
+    method = token_method(name, temperature=temperature, alpha=0.5, beta=beta,
+                          chunk_size=chunk_size, on_policy=0.0, prompt_tokens=1)  # fmt: skip
+    return method.divergence
 
 
 def _data(seed: int = 0):
@@ -93,7 +100,7 @@ def test_padding_and_prompt_tokens_change_nothing(name):
     def loss(s, t, y, m):
         if name == "ce":
             return next_token_ce(s, y, m)
-        return lm_divergence(name, 0.5)(s, t, m, 2.0)
+        return lm_divergence(name, 0.5, 2.0)(s, t, m)
 
     base = loss(s, t, y, mask)
     s2, t2 = s.clone(), t.clone()
@@ -118,7 +125,7 @@ def test_chunked_equals_unchunked_values_and_gradients(name, chunk):
         if name == "ce":
             out = next_token_ce(x, y, mask, chunk_size=chunk_size)
         else:
-            out = lm_divergence(name, 0.4)(x, t, mask, 1.5, chunk_size)
+            out = lm_divergence(name, 0.4, 1.5, chunk_size)(x, t, mask)
         out.backward()
         return out.detach(), x.grad
 
@@ -144,7 +151,7 @@ def test_bad_arguments_name_the_fix():
     with pytest.raises(ValueError, match="beta must lie in"):
         generalized_jsd(s, t, mask, 1.5)
     with pytest.raises(ValueError, match="kd=forward_kl"):
-        lm_divergence("dkd")
+        token_method("dkd")
     with pytest.raises(ValueError, match="mask must be"):
         forward_kl(s, t, mask[:, :3])
     with pytest.raises(ValueError, match="temperature"):
@@ -209,7 +216,7 @@ def test_masked_vocabulary_entries_match_a_float64_loop(name, temperature, chunk
     (grad_ref,) = torch.autograd.grad(expected, s_ref)
 
     x = s.float().requires_grad_(True)
-    got = lm_divergence(name, 0.3)(x, t.float(), mask, temperature, chunk)
+    got = lm_divergence(name, 0.3, temperature, chunk)(x, t.float(), mask)
     got.backward()
     assert torch.isfinite(got) and torch.isfinite(x.grad).all()
     assert got.item() == pytest.approx(expected.item(), rel=1e-5)
