@@ -48,34 +48,46 @@ for part in ${parts[*]}; do
       "teacher.checkpoint=$LOGS/fashion/teacher/teacher/checkpoints/best.ckpt" \
       "hydra.sweep.dir=$LOGS/fashion/students"
     $PY -m kdlightning.report "$LOGS/fashion/students" --by-role ;;
-  fashion_full)  # issue 22, every label: a teacher trained on augmented views (crops, flips),
-    # then per student (mlp16, cnn) the student alone with the same augmentation and epochs vs
-    # kd / dkd / dist, taught on the same augmented batch (online), with and without kd.mix
-    # (function matching on mixed images); 2 settings per method, chosen on validation by
-    # benchmarks/methods_table.py. FASHION_STUDENTS, FASHION_SEEDS, FASHION_MIXES and
-    # FASHION_METHODS narrow it (each job costs a teacher forward per step: docs/results.md).
+  fashion_full)  # issue 22, every label (docs/results.md: what was tried and found). The teacher
+    # is trained once on augmented views (crops, flips; 30 epochs). Per student, on the clean
+    # images with the teacher's logits stored once (30 epochs): the student alone vs kd / dkd /
+    # dist, a grid each, the setting chosen on validation by benchmarks/methods_table.py; then, at
+    # 100 epochs, the MLP-16's two best kd settings and its best dist one. Consistent teaching
+    # (an online teacher on the same mixed batch: function matching, kd.mix=mixup) comes last.
+    # FASHION_PARTS narrows it (mlp16 cnn long mixup); FASHION_SEEDS the seeds (0,1,2).
     # FASHION_TEACHER=PATH.ckpt: a teacher trained before by the command below, not retrained.
     F=$LOGS/fashion_full
     teacher=${FASHION_TEACHER:-$F/teacher/teacher/checkpoints/best.ckpt}
     [ -n "${FASHION_TEACHER:-}" ] || [ -f "$F/teacher/results.json" ] || timed fashion_full_teacher \
-      $PY -m kdlightning.train experiment=fashion_mnist_full task=classify trainer.max_epochs=20 \
-      "paths.log_dir=$F" "hydra.run.dir=$F/teacher"
-    for student in ${FASHION_STUDENTS:-mlp16 cnn}; do
-      for grid in "kd kd.temperature=4 kd.alpha=0.5,0.9" \
-          "dkd kd.temperature=4 kd.alpha=1 kd.beta=2,8 kd.warmup_epochs=2" \
-          "dist kd.temperature=1,4 kd.alpha=1"; do
-        read -r method args <<< "$grid"
-        [[ " ${FASHION_METHODS:-kd dkd dist} " == *" $method "* ]] || continue
-        for mix in ${FASHION_MIXES:-none mixup}; do
-          # shellcheck disable=SC2086  # $args: the grid's overrides, one word each
-          timed "fashion_full_${student}_${method}_$mix" $PY -m kdlightning.train -m \
-            experiment=fashion_mnist_full "student=$student" "kd=$method" $args "kd.mix=$mix" \
-            "seed=${FASHION_SEEDS:-0,1,2}" trainer.enable_progress_bar=false \
-            "teacher.checkpoint=$teacher" "paths.log_dir=$F" \
-            "hydra.sweep.dir=$F/$student/${method}_$mix"
-        done
-      done
-      $PY benchmarks/methods_table.py "$F/$student"
+      $PY -m kdlightning.train experiment=fashion_mnist_full task=classify trainer.max_epochs=30 \
+      data.augment=true "paths.log_dir=$F" "hydra.run.dir=$F/teacher"
+    clean=(experiment=fashion_mnist_full data.augment=false
+           "seed=${FASHION_SEEDS:-0,1,2}" trainer.enable_progress_bar=false logger=csv figures=false
+           "teacher.checkpoint=$teacher" "paths.log_dir=$F")
+    # each line: part (for FASHION_PARTS), student, folder under $F, epochs, the grid's overrides
+    # (every weight given: the experiment's kd.temperature and kd.alpha are KD's, and dkd's alpha
+    # (TCKD) and dist's (cross-entropy) are other weights under the same key)
+    grids=("mlp16 mlp16 mlp16/kd_none 30 kd=kd kd.temperature=1,2,4 kd.alpha=0.3,0.6,0.9"
+           "mlp16 mlp16 mlp16/dkd_none 30 kd=dkd kd.temperature=4 kd.alpha=0.9 kd.beta=1,4 kd.warmup_epochs=5"
+           "mlp16 mlp16 mlp16/dist_none 30 kd=dist kd.temperature=1,4 kd.alpha=0.9"
+           "cnn cnn cnn/kd_none 30 kd=kd kd.temperature=4 kd.alpha=0.5"
+           "cnn cnn cnn/kd_lowT 30 kd=kd kd.temperature=1 kd.alpha=0.6"
+           "cnn cnn cnn/dist_none 30 kd=dist kd.temperature=1 kd.alpha=0.9"
+           "long mlp16 mlp16_long/kd_none 100 kd=kd kd.temperature=2 kd.alpha=0.3,0.6"
+           "long mlp16 mlp16_long/dist_none 100 kd=dist kd.temperature=1 kd.alpha=0.9"
+           "mixup mlp16 mlp16/kd_mixup 30 kd=kd kd.temperature=2 kd.alpha=0.6 kd.mix=mixup")
+    for grid in "${grids[@]}"; do
+      read -r part student folder epochs args <<< "$grid"
+      [[ " ${FASHION_PARTS:-mlp16 cnn long mixup} " == *" $part "* ]] || continue
+      logits=cached
+      [[ $args == *kd.mix=mixup* ]] && logits=online  # mixed images: the teacher runs on them
+      # shellcheck disable=SC2086  # $args: the grid's overrides, one word each
+      timed "fashion_full_${folder//\//_}" $PY -m kdlightning.train -m "${clean[@]}" \
+        "kd.teacher_logits=$logits" "student=$student" "trainer.max_epochs=$epochs" $args \
+        "hydra.sweep.dir=$F/$folder"
+    done
+    for part in mlp16 cnn mlp16_long; do
+      [ ! -d "$F/$part" ] || $PY benchmarks/methods_table.py "$F/$part"
     done ;;
   mnist1d)
     timed mnist1d $PY -m kdlightning.train -m experiment=mnist1d seed=0,1,2 \

@@ -156,15 +156,28 @@ def test_fashion_mnist_experiment_runs_on_idx_files_without_download(tmp_path: P
     assert results["distilled"]["params"] == 28 * 28 * 16 + 16 + 16 * 10 + 10
 
 
-def test_fashion_mnist_full_composes_the_consistent_teaching_recipe() -> None:
+def test_fashion_mnist_full_composes_the_chosen_recipe() -> None:
+    # issue 22's search chose KD (T = 2, alpha = 0.6, 100 epochs) into the MLP-16 on the clean
+    # images (docs/results.md)
     ff = composed("experiment=fashion_mnist_full")
     assert ff.data._target_ == "kdlightning.data.FashionMNISTDataModule"
     data = ff.data
-    assert (data.augment, data.crop_padding, data.hflip, data.seed) == (True, 2, True, 0)
+    assert (data.augment, data.crop_padding, data.hflip, data.seed) == (False, 2, True, 0)
     assert OmegaConf.to_container(ff.student.model) == {
         "_target_": "kdlightning.models.MLP", "hidden_sizes": [16]}  # fmt: skip
-    assert ff.kd.teacher_logits == "online"  # the teacher sees the student's augmented view
-    assert ff.kd.mix in ("none", "mixup", "cutmix")
+    assert (ff.kd.method, ff.kd.temperature, ff.kd.alpha) == ("kd", 2.0, 0.6)
+    assert (ff.kd.teacher_logits, ff.kd.mix, ff.trainer.max_epochs) == ("auto", "none", 100)
+    # consistent teaching, one override away: the teacher's logits then come online
+    from kdlightning.job.tasks.image import teacher_logits_mode
+
+    class Data:  # what teacher_logits_mode reads of a data module
+        augments = False
+
+    assert teacher_logits_mode(ff, Data()) == "cached"
+    for override in ("data.augment=true", "kd.mix=mixup"):
+        cfg = composed("experiment=fashion_mnist_full", override)
+        Data.augments = bool(cfg.data.augment)
+        assert teacher_logits_mode(cfg, Data()) == "online", override
     # student=cnn replaces the MLP student whole (no hidden_sizes left over for SmallCNN)
     cnn = composed("experiment=fashion_mnist_full", "student=cnn")
     assert OmegaConf.to_container(cnn.student.model) == {

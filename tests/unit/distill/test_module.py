@@ -280,3 +280,31 @@ def test_unlabeled_samples_get_the_distillation_term_only(monkeypatch: pytest.Mo
     with torch.no_grad():
         ce = F.cross_entropy(module.student(x[:4]), y[:4])
     assert logged["train/ce_loss_step"].item() == pytest.approx(ce.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("module_path", "yaml_name"),
+    [("kdlightning.distill.modules.DistillationModule", "kd"),
+     ("kdlightning.lm.module.LMDistillationModule", "forward_kl")],
+)  # fmt: skip
+def test_python_api_defaults_are_the_yaml_defaults(module_path: str, yaml_name: str) -> None:
+    # One default per hyperparameter (issue 17): a module built in Python without an argument
+    # distills as the job with conf/kd/<name>.yaml does.
+    import importlib
+    import inspect
+
+    from conftest import REPO_ROOT
+    from omegaconf import OmegaConf
+
+    module_name, cls_name = module_path.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    yaml = OmegaConf.load(REPO_ROOT / "conf" / "kd" / f"{yaml_name}.yaml")
+    params = inspect.signature(cls).parameters
+    # set aside by the job's builder: a source (YAML) vs the tensors (Python); the method's name
+    # vs the method itself (None: KD from temperature and alpha)
+    job_level = {"teacher_logits", "teacher_topk", "method"}
+    shared = [k for k in params if k in yaml and k not in job_level
+              and params[k].default is not inspect.Parameter.empty]  # fmt: skip
+    assert {"temperature", "alpha"} <= set(shared)
+    for key in shared:
+        assert params[key].default == yaml[key], (cls_name, key, params[key].default, yaml[key])
