@@ -9,6 +9,7 @@ submitit, real Hydra multiruns, W&B's offline files, and the command line itself
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -163,6 +165,16 @@ def run_job(
             return run(cfg, out), out
         finally:
             tracking.finish()  # as the CLI does: no W&B run may stay open into the next job
+
+
+def benchmark_script(name: str) -> ModuleType:
+    """``benchmarks/<name>.py`` imported as a module, so a test runs its ``main()`` in this
+    process (one interpreter start less than ``python benchmarks/<name>.py``)."""
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @contextlib.contextmanager

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, kept_environ
+from conftest import benchmark_script, kept_environ
 
 
 @pytest.mark.slow
@@ -18,12 +17,7 @@ def test_gpu_check_smoke_prints_the_table(
     # Its main() runs in this process, as `python benchmarks/gpu_check.py --smoke` would (one
     # interpreter start less); the job it checks still runs as its own command line, from a
     # scratch folder, so that job's logs and cache go under ./logs there, not the checkout.
-    spec = importlib.util.spec_from_file_location(
-        "gpu_check", REPO_ROOT / "benchmarks/gpu_check.py"
-    )
-    assert spec is not None and spec.loader is not None
-    gpu_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_check)
+    gpu_check = benchmark_script("gpu_check")
     monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--smoke"])
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)
     monkeypatch.chdir(tmp_path)

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
-from conftest import REPO_ROOT, kept_environ
+from conftest import benchmark_script, kept_environ
 
 
 def test_methods_cost_prints_a_row_per_method_and_mode(capsys: pytest.CaptureFixture[str]) -> None:
     # main() runs in this process, as `python benchmarks/methods_cost.py --steps 2 --rounds 1`
     # would (one interpreter start less); every method is built from its conf/kd file and trained.
-    spec = importlib.util.spec_from_file_location(
-        "methods_cost", REPO_ROOT / "benchmarks/methods_cost.py"
-    )
-    assert spec is not None and spec.loader is not None
-    methods_cost = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(methods_cost)
+    methods_cost = benchmark_script("methods_cost")
     with kept_environ():
         methods_cost.main(["--steps", "2", "--rounds", "1", "--warmup", "0"])
     out = capsys.readouterr().out

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO_ROOT
+from conftest import benchmark_script
 
 
 def _job(folder: Path, overrides: list[str], curves: dict[str, list[float]]) -> None:
@@ -34,12 +33,7 @@ def _job(folder: Path, overrides: list[str], curves: dict[str, list[float]]) -> 
 def test_mean_curves_of_one_setting_table_and_figure(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    spec = importlib.util.spec_from_file_location(
-        "seed_curves", REPO_ROOT / "benchmarks/seed_curves.py"
-    )
-    assert spec is not None and spec.loader is not None
-    seed_curves = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(seed_curves)
+    seed_curves = benchmark_script("seed_curves")
     sweep = tmp_path / "sweep"
     for num, (alpha, seed, base, dist) in enumerate([
         ("0.5", 0, [0.5, 0.6], [0.6, 0.7]), ("0.5", 1, [0.7, 0.8], [0.8, 0.9]),

@@ -3,21 +3,11 @@ this process (one interpreter start less), and print what the docs' tables are m
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-from conftest import REPO_ROOT, kept_environ
-
-
-def _script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import benchmark_script, kept_environ
 
 
 def _rows(out: str) -> list[list[str]]:
@@ -32,7 +22,7 @@ def test_logit_store_benchmark_measures_every_layout(
     # the shared 2-core machine
     args = ["--rows", "2000", "--classes", "100", "--k", "3", "--lookups", "4", "--rounds", "1",
             "--procs", "1", "--dir", str(tmp_path), "--json", str(tmp_path / "r.json")]  # fmt: skip
-    _script("logit_store").main(args)
+    benchmark_script("logit_store").main(args)
     rows = _rows(capsys.readouterr().out)
     assert [r[0] for r in rows[1:]] == ["in-RAM float32", "mmap float32", "mmap float16",
                                         "mmap top-k"]  # fmt: skip
@@ -56,7 +46,7 @@ def test_lm_throughput_benchmark_prints_every_variant_and_the_kl_rows(
     with kept_environ():
         args = ["--steps", "2", "--rounds", "1", "--max-documents", "40", "--kl-shapes",
                 "2x16x256", "--kl-chunks", "4", "--kl-reps", "1", "--no-peak"]  # fmt: skip
-        _script("lm_throughput").main(args)
+        benchmark_script("lm_throughput").main(args)
     out = capsys.readouterr().out
     names = [r[0] for r in _rows(out)]
     assert names[1:6] == ["plain alone", "plain KD online", "lightning alone", "lightning online",
@@ -71,7 +61,7 @@ def test_topk_accuracy_tables_runs_by_k_and_pairs_them_with_full() -> None:
             ("full", 1): {"distilled": 0.8, "alone": 0.7, "bytes": 4096},
             ("1", 0): {"distilled": 0.85, "alone": 0.8, "bytes": 1024},
             ("1", 1): {"distilled": 0.8, "alone": 0.7, "bytes": 1024}}  # fmt: skip
-    text = _script("topk_accuracy").table(runs, ["full", "1"])
+    text = benchmark_script("topk_accuracy").table(runs, ["full", "1"])
     rows = _rows(text)
     assert rows[1] == ["full (float32)", "85.00 +/- 7.07", "+0.00", "4 KiB"]
     assert rows[2] == ["top-1", "82.50 +/- 3.54", "-2.50", "1 KiB"]
