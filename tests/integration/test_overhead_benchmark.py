@@ -1,0 +1,33 @@
+"""benchmarks/overhead.py, the per-step cost table of issue 20, runs end to end (tiny)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import benchmark_script, kept_environ
+
+
+def test_overhead_prints_every_variant_and_splits_the_loss_from_the_module(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    overhead = benchmark_script("overhead")
+    with kept_environ():
+        overhead.main(["--pair", "mlp", "--steps", "4", "--warmup", "1", "--rounds", "1",
+                       "--samples", "1024"])  # fmt: skip
+    out = capsys.readouterr().out
+    row = re.compile(r"^([^\d\n]+?)\s+(\d+\.\d+)\s+\d+\.\d+\s+-?\d+\.\d+$", re.M)
+    ms = {m.group(1).strip(): float(m.group(2)) for m in row.finditer(out)}
+    assert set(ms) == {
+        "plain alone", "plain KD cached", "bare (loader)", "bare (tensors)", "bare (fast)",
+        "alone (loader)", "cached (loader)", "cached (fast)",
+    }, out  # fmt: skip
+    assert all(v > 0 for v in ms.values()), out
+    said = {m.group(1).strip(): float(m.group(2))
+            for m in re.finditer(r"^(.+?)\s+= ([+-]\d+\.\d+) ms/step", out, re.M)}  # fmt: skip
+    loss = ms["plain KD cached"] - ms["plain alone"]
+    assert said["plain KD cached - plain alone"] == pytest.approx(loss, abs=2e-3)
+    # the module's own cost: cached minus bare on the same batches, less the loss's own cost
+    for path in ("loader", "fast"):
+        own = ms[f"cached ({path})"] - ms[f"bare ({path})"] - loss
+        assert said[f"module own cost beyond the loss, {path}"] == pytest.approx(own, abs=3e-3)
