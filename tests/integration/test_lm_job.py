@@ -130,14 +130,17 @@ def test_by_role_report_shows_bits_per_byte_for_lm_runs():
 
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes(tmp_path):
-    """The LM job under trainer=ddp on 2 CPU processes (gloo). ``ddp_fork`` forks this process
-    for each fit/validate/test, so nothing is re-imported (the CLI and its DDP re-launch are
-    tested for the image job in tests/e2e/test_ddp.py)."""
+    """The LM job under trainer=ddp on 2 CPU processes (gloo), the progress bar on (debug=fast
+    keeps it): every stage's collectives, which once hung with the bar reading a metric on rank
+    0 only. ``ddp_fork`` forks this process for each fit/validate/test, so nothing is
+    re-imported (the CLI and its DDP re-launch are tested for the image job in
+    tests/e2e/test_ddp.py)."""
     ddp = ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
            "trainer.precision=32-true", "trainer.strategy=ddp_fork"]  # fmt: skip
     _, out = run_job(tmp_path, *TINY, *ddp, "baseline=false", "logger=none", name="ddp")
     results = read_json(out / "results.json")
     assert results["distilled"]["val/bpb"] > 0 and results["teacher"]["val/bpb"] > 0
+    assert results["distilled"]["test/bpb"] > 0
     assert (out / "student.pt").is_file()
 
 
