@@ -5,8 +5,9 @@ tree with the default output folders, or is at least composed.
 The commands are read from the pages' code blocks (``docs_commands.py``), so a command added to
 the docs is covered without touching this file. Each one either
 
-- **runs**, as written plus only what shortens it: ``debug=fast`` (with ``figures=true`` back:
-  debug=fast turns the figures off, a documented command draws them) and, in a sweep, one seed
+- **runs**, as written plus only what shortens it: ``debug=fast`` (with ``figures=true`` back
+  for the first job of each page, whose figures are then checked: debug=fast turns the figures
+  off, a documented command draws them) and, in a sweep, one seed
   and at most two jobs (the first two values of the first other swept key, the first value of
   the rest; a ``+sweep=`` grid likewise, by the command-line list that replaces it);
   placeholders (``<dir>``, ``<date>_<time>_<id>``, ``DIR``, ``RUN_DIR``) become the folder an
@@ -97,13 +98,15 @@ def _config_sweeps(args: list[str], root: Path) -> dict[str, list[str]]:
     return found
 
 
-def shortened(cmd: DocCommand, root: Path = REPO_ROOT) -> list[str]:
+def shortened(cmd: DocCommand, root: Path = REPO_ROOT, figures: bool = True) -> list[str]:
     """The arguments the suite runs ``cmd`` with: as written, plus only what shortens it.
 
     A sweep keeps one seed, the first two values of the first other key it sweeps and the first
     value of the rest (at most two jobs); a ``+sweep=`` grid is cut the same way, by the
     command-line list that replaces the config's (as docs/sweeps_and_wandb.md says); an Optuna
-    search (``hparams_search=``, ``hydra/sweeper=``) runs at most two trials.
+    search (``hparams_search=``, ``hydra/sweeper=``) runs at most two trials. ``debug=fast``
+    turns the figures off; ``figures`` puts them back (``figures=true``), as the command as
+    written draws them.
     """
     args = list(cmd.args)
     if cmd.module != "kdlightning.train":
@@ -137,7 +140,7 @@ def shortened(cmd: DocCommand, root: Path = REPO_ROOT) -> list[str]:
             args.append(f"hydra.sweeper.n_trials={min(given, 2)}")
     if not any(a.startswith("debug=") for a in args):
         args.append("debug=fast")
-        if not any(a.lstrip("+").startswith("figures=") for a in args):
+        if figures and not any(a.lstrip("+").startswith("figures=") for a in args):
             args.append("figures=true")  # debug=fast skips the figures; the command draws them
     return args
 
@@ -158,6 +161,7 @@ def plan(commands: list[DocCommand]) -> tuple[dict[str, list[Step]], dict[str, s
     checkouts: dict[str, list[Step]] = {}
     not_run: dict[str, str] = {}
     ran: dict[tuple[str, ...], str] = {}
+    drawn: set[str] = set()  # pages whose first job draws the figures
     for cmd in commands:
         program = cmd.words[0] if cmd.words[0].startswith("kdl-") else "python -m"
         group = CHECKOUTS.get(cmd.page, "main")
@@ -174,12 +178,18 @@ def plan(commands: list[DocCommand]) -> tuple[dict[str, list[Step]], dict[str, s
             continue
         # torchrun's processes are not this runner's: a test of its own runs such a command
         assert cmd.words[0] != "torchrun", f"{cmd.where}: list it in RUN_ELSEWHERE or mark it"
-        args = shortened(cmd)
-        key = (group, cmd.module, *args)
+        # Figures for the first job each page runs (checked in _check): drawing them took 2.5 s
+        # of a 6 s debug=fast job, for each of ~40 commands, and the same code draws them
+        # whatever the command (each figure is tested in tests/unit/report/test_figures.py).
+        key = (group, cmd.module, *shortened(cmd, figures=False))
         if cmd.module == "kdlightning.train" and key in ran:
             not_run[cmd.where] = f"the same command as {ran[key]}, which runs"
             continue
         ran[key] = cmd.where
+        first = cmd.module == "kdlightning.train" and cmd.page not in drawn
+        args = shortened(cmd, figures=first)
+        if first:
+            drawn.add(cmd.page)
         checkouts.setdefault(group, []).append(
             Step(cmd.where, cmd.text, cmd.module, program, args, "run")
         )
@@ -323,4 +333,11 @@ def _check(step: dict, root: Path, log: str) -> list[str]:
         for job in jobs:
             if not (job / "results.json").is_file():
                 problems.append(f"{where}: {job} has no results.json\n{log[-3000:]}")
+                continue
+            # a figure that fails is skipped with a warning, never failing the job: look (image
+            # classification draws figures, a language model none)
+            images = "test/acc" in read_json(job / "results.json").get("teacher", {})
+            drew = list((job / "figures").glob("*.png"))
+            if "figures=true" in step["argv"] and images and not drew:
+                problems.append(f"{where}: {job} drew no figure\n{log[-3000:]}")
     return problems
