@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import compose, exception_chain, read_json, run_job
@@ -181,6 +183,9 @@ def test_cached_top_k_logits_match_the_online_teacher(tmp_path):
     assert exact["teacher"]["cache"]["hit"]  # the same teacher, read back from the cache
     info = exact["distilled"]["teacher_logits"]
     assert info["mode"] == "cached" and info["topk"] == 256
+    # stored as safetensors, read memory-mapped (no pickle; one copy of the pages per node)
+    entry = Path(info["cache"]["entry"])
+    assert [p.name for p in entry.glob("tensors.*")] == ["tensors.safetensors"]
     # every logit kept: the same training as with the teacher run on every batch
     for key in ("val/loss", "val/kd_loss", "test/bpb"):
         assert exact["distilled"][key] == pytest.approx(online["distilled"][key], rel=1e-4)

@@ -233,7 +233,10 @@ class TextTask(Task):
         key = {**logits_key_inputs(job.cfg, job.teacher, job.cache.data_files), "topk": k}
         start = time.perf_counter()
         teacher, dm = job.teacher, job.dm
-        topk, info = job.cache.tensors("lm_topk", key, lambda: compute_topk(teacher, dm, k))
+        # Memory-mapped from a safetensors entry: the DDP processes of a node share its pages
+        # instead of each loading its own copy (on a GPU the buffers still move to the device).
+        compute = lambda: compute_topk(teacher, dm, k)  # noqa: E731
+        topk, info = job.cache.tensors("lm_topk", key, compute, mmap=True)
         sizes = {split: len(dm.sets[split]) for split in dm.sets}
         check_logit_rows(topk, sizes, info.get("entry", "the teacher top-k cache"))
         seconds = time.perf_counter() - start
