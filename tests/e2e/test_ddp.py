@@ -144,12 +144,20 @@ def test_submitit_local_multirun_job_of_two_tasks(tmp_path: Path) -> None:
 
 
 def test_torchrun_two_processes_share_the_given_run_dir(tmp_path: Path) -> None:
-    # (Without hydra.run.dir the ranks are refused up front: test_distributed.py checks that.)
+    """torchrun's two ranks join one process group and write one run folder, the given one.
+
+    The same run also covers cached teacher logits under DDP sharding: with a transfer set
+    (data.num_labeled=60) each rank's DistributedSampler shard looks its rows up by sample index,
+    and kd.verify_cached_logits=true recomputes the teacher's outputs and fails the job on the
+    first misaligned row. (Without hydra.run.dir the ranks are refused up front:
+    test_distributed.py checks that.)
+    """
     torchrun = ["torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     run_dir = tmp_path / "run"
+    cached = ["kd.teacher_logits=cached", "kd.verify_cached_logits=true", "data.num_labeled=60"]
     proc = run_module(
-        *torchrun, "-m", "kdlightning.train", *DDP_CPU, *QUICK, f"hydra.run.dir={run_dir}",
-        f"paths.log_dir={tmp_path / 'logs'}", timeout=TIMEOUT,
+        *torchrun, "-m", "kdlightning.train", *DDP_CPU, *QUICK, *cached,
+        f"hydra.run.dir={run_dir}", f"paths.log_dir={tmp_path / 'logs'}", timeout=TIMEOUT,
     )  # fmt: skip
     # both ranks joined one process group rather than each training alone
     assert "MEMBER: 2/2" in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
@@ -159,6 +167,9 @@ def test_torchrun_two_processes_share_the_given_run_dir(tmp_path: Path) -> None:
     assert results["teacher"]["val/acc"] > 0.2, results["teacher"]
     teacher_acc = results["distilled"]["test/teacher_acc"]  # from the cached logits, by index
     assert teacher_acc == pytest.approx(results["teacher"]["test/acc"], abs=1e-6)
+    # the student learned from the stored logits, verified row by row on both ranks
+    assert results["distilled"]["teacher_logits"]["mode"] == "cached"
+    assert results["summary"]["num_labeled"] == 60
 
 
 def test_every_ddp_configuration_a_user_reaches_runs_to_the_end(tmp_path: Path) -> None:

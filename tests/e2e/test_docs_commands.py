@@ -47,7 +47,8 @@ RUN_ELSEWHERE = {
     "torchrun --standalone --nproc-per-node 2 -m kdlightning.train trainer=ddp trainer.devices=2 "
     "trainer.accelerator=cpu trainer.precision=32-true hydra.run.dir=logs/distill/runs/torchrun":
     "test_ddp.py::test_torchrun_two_processes_share_the_given_run_dir runs its overrides (with "
-    "debug=fast baseline=false, its own log folder)",
+    "debug=fast baseline=false, its own log folder, and kd.teacher_logits=cached "
+    "kd.verify_cached_logits=true data.num_labeled=60: the cached logits checked under DDP)",
     "python -m kdlightning.train -m hydra/launcher=local kd.temperature=2,4 trainer=ddp "
     "trainer.devices=2 trainer.accelerator=cpu trainer.precision=32-true":
     "test_ddp.py::test_submitit_local_multirun_job_of_two_tasks runs its overrides (one job, "

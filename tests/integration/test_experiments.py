@@ -11,7 +11,6 @@ import torch
 from conftest import REPO_ROOT, run_job
 from conftest import compose as compose_job
 from fake_files import write_cifar, write_idx_dataset
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from kdlightning.distill.hooks import check_paths
@@ -29,8 +28,8 @@ CIFAR_EXPERIMENTS = {
 
 
 def composed(*overrides: str):
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+    """The job's config (conftest.compose: each override list composed once per process)."""
+    return compose_job(list(overrides))
 
 
 def _assert_published_recipe(cfg) -> None:

@@ -1,4 +1,5 @@
-"""Teacher logits computed once (kd.teacher_logits=cached): alignment, reuse, refusal, DDP."""
+"""Teacher logits computed once (kd.teacher_logits=cached): alignment, reuse, refusal. (Under
+DDP: tests/e2e/test_ddp.py::test_torchrun_two_processes_share_the_given_run_dir.)"""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import FAST, compose, read_json, run_module
+from conftest import FAST, compose
 
 from kdlightning.data import CIFAR10DataModule, DigitsDataModule
 from kdlightning.distill.modules import DistillationModule
@@ -85,19 +86,6 @@ def test_cached_equals_online_and_a_sweep_reuses_the_stored_logits(tmp_path: Pat
     # the same teacher outputs, looked up instead of recomputed: the same student, step for step
     for key in ("val/acc", "test/acc", "val/kd_loss", "test/teacher_acc"):
         assert first["distilled"][key] == pytest.approx(online["distilled"][key], abs=1e-6)
-
-
-@pytest.mark.slow
-def test_cached_logits_stay_aligned_on_two_ddp_processes(tmp_path: Path) -> None:
-    run_module(
-        "kdlightning.train", *FAST, "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
-        "trainer.precision=32-true", "kd.teacher_logits=cached", "kd.verify_cached_logits=true",
-        "data.num_labeled=60", "logger=none", "baseline=false",
-        f"hydra.run.dir={tmp_path / 'run'}", f"paths.log_dir={tmp_path}",
-    )  # fmt: skip
-    results = read_json(tmp_path / "run" / "results.json")
-    assert results["distilled"]["teacher_logits"]["mode"] == "cached"
-    assert results["summary"]["num_labeled"] == 60
 
 
 def test_a_stored_table_for_other_data_is_refused_naming_rows_and_samples() -> None:

@@ -63,12 +63,8 @@ def test_default_config_values() -> None:
 
 
 def _data_modules(tmp_path: Path) -> list[ClassificationDataModule]:
-    out = []
-    for name in config_options("data"):
-        cfg = compose([f"data={name}"])
-        cfg = compose([f"data={name}", *_fill_missing(cfg, tmp_path)])
-        out.append(instantiate(cfg.data))
-    return out
+    return [instantiate(_compose_filled([f"data={name}"], tmp_path).data)
+            for name in config_options("data")]  # fmt: skip
 
 
 # Groups that are not in train.yaml's defaults list are added with "+group=option"; the model
@@ -96,6 +92,13 @@ def _fill_missing(cfg, tmp_path: Path) -> list[str]:
     return extra
 
 
+def _compose_filled(overrides: list[str], tmp_path: Path, output_dir: Path | None = None):
+    """The composed config, with test values for what it leaves to the user (if anything)."""
+    cfg = compose(overrides, output_dir)
+    extra = _fill_missing(cfg, tmp_path)
+    return compose([*overrides, *extra], output_dir) if extra else cfg
+
+
 def _tiny_hf_model(tmp_path: Path) -> Path:
     """A saved random GPT-2 that fits the byte-level text data (vocabulary 256, 128 tokens)."""
     folder = tmp_path / "hf_model"
@@ -112,15 +115,13 @@ def test_every_option_composes_and_resolves(group: str, tmp_path: Path) -> None:
     options = config_options(group)
     assert options, f"conf/{group} is empty"
     for option in options:
-        cfg = compose([_select(group, option)], output_dir=tmp_path)
-        cfg = compose([_select(group, option), *_fill_missing(cfg, tmp_path)], tmp_path)
+        cfg = _compose_filled([_select(group, option)], tmp_path, output_dir=tmp_path)
         OmegaConf.resolve(cfg)  # every interpolation resolves
 
 
 @pytest.mark.parametrize("name", config_options("data"))
 def test_data_configs_instantiate(name: str, tmp_path: Path) -> None:
-    cfg = compose([f"data={name}"])
-    dm = instantiate(compose([f"data={name}", *_fill_missing(cfg, tmp_path)]).data)
+    dm = instantiate(_compose_filled([f"data={name}"], tmp_path).data)
     if isinstance(dm, TextDataModule):  # language models: a vocabulary and a block size
         assert dm.vocab_size >= 2 and dm.block_size >= 1
         return
@@ -145,22 +146,19 @@ def _builds_for_some_data_set(model_cfg, modules, what: str) -> None:
 def test_model_configs_build_for_some_data_set(role: str, tmp_path: Path) -> None:
     modules = _data_modules(tmp_path)
     for option in config_options(role):
-        cfg = compose([f"{role}={option}"])
-        cfg = compose([f"{role}={option}", *_fill_missing(cfg, tmp_path)])
+        cfg = _compose_filled([f"{role}={option}"], tmp_path)
         _builds_for_some_data_set(cfg[role].model, modules, f"{role}={option}")
 
 
 def test_every_model_family_builds_and_is_used_by_a_role(tmp_path: Path) -> None:
     modules = _data_modules(tmp_path)
-    used = {
-        cfg.hydra.runtime.choices[f"model@{role}.model"]
-        for role in ("teacher", "student")
-        for option in config_options(role)
-        for cfg in [_compose_with_hydra([f"{role}={option}"])]
-    }
+    used = set()
+    for role in ("teacher", "student"):
+        for option in config_options(role):
+            compose([f"{role}={option}"])  # sets Hydra's config, as a job would see it
+            used.add(HydraConfig.get().runtime.choices[f"model@{role}.model"])
     for option in config_options("model"):
-        cfg = compose([_select("model", option)])
-        cfg = compose([_select("model", option), *_fill_missing(cfg, tmp_path)])
+        cfg = _compose_filled([_select("model", option)], tmp_path)
         _builds_for_some_data_set(cfg.probe, modules, option)
     assert used == set(config_options("model")), "a model family no teacher/student file uses"
 
