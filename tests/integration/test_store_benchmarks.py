@@ -18,9 +18,10 @@ def _rows(out: str) -> list[list[str]]:
 def test_logit_store_benchmark_measures_every_layout(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # 2,000 x 100 logits, one process (--procs 1 runs the workers in this process): 4-16 s on
-    # the shared 2-core machine
-    args = ["--rows", "2000", "--classes", "100", "--k", "3", "--lookups", "4", "--rounds", "1",
+    # 40,000 x 100 logits (16 MB in float32), one process (--procs 1 runs the workers in this
+    # process). Not smaller: a pytest worker's allocator reuses memory freed by earlier tests, so
+    # a table of under a megabyte could load without the process's own memory growing at all.
+    args = ["--rows", "40000", "--classes", "100", "--k", "3", "--lookups", "4", "--rounds", "1",
             "--procs", "1", "--dir", str(tmp_path), "--json", str(tmp_path / "r.json")]  # fmt: skip
     benchmark_script("logit_store").main(args)
     rows = _rows(capsys.readouterr().out)
