@@ -6,6 +6,7 @@ sets it for everything else)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import run_module
 from test_user_commands import only_child, user_checkout, user_env
+
+ROLES = ("teacher", "baseline", "distilled")
 
 pytestmark = pytest.mark.slow
 
@@ -134,7 +137,22 @@ def test_a_sweep_counts_its_jobs_goes_on_after_a_mistake_and_ends_in_one_line(
     )
     assert "Traceback" not in proc.stderr
     sweep = only_child(root / "logs" / "distill" / "multiruns")
-    assert (sweep / "0" / "failed.json").is_file() and (sweep / "1" / "results.json").is_file()
+    # job 0: a trace for the sweep report, and no results
+    failed = json.loads((sweep / "0" / "failed.json").read_text())
+    assert "kd.temperature='abc' is not a number" in failed["error"], failed
+    assert not (sweep / "0" / "results.json").exists()
+    # job 1: the table on stdout, results.json and Hydra's record of the job
+    assert set(ROLES) <= set(json.loads((sweep / "1" / "results.json").read_text()))
+    for label in ("teacher", "student alone", "distilled student", "compression", "speed-up"):
+        assert label in proc.stdout
+    said = [line.removeprefix("results: ") for line in proc.stdout.splitlines()
+            if line.startswith("results: ")]  # fmt: skip
+    assert [(root / p).resolve() for p in said] == [(sweep / "1" / "results.json").resolve()]
+    assert (sweep / "1" / ".hydra" / "config.yaml").is_file()
+    assert not (sweep / "1" / "failed.json").exists()
+    # last.ckpt is saved every epoch as a full checkpoint, said explicitly: no Lightning line
+    # "`weights_only` was not set, defaulting to `False`." after each epoch
+    assert "was not set, defaulting" not in out
     # the progress bar names whole stages; the routine noise is gone
     for stage in ("teacher", "baseline", "distilled"):
         assert f"v_num: {stage}" in proc.stdout, proc.stdout[-3000:]

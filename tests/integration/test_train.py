@@ -1,5 +1,5 @@
-"""The main job end to end on digits (debug=fast): in-process through ``kdlightning.job.run.run``,
-plus one smoke test of the real command line."""
+"""The main job end to end on digits (debug=fast): in-process through ``kdlightning.job.run.run``
+(the real command line, with its table, files and exit status: tests/e2e/test_cli.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import FAST, exception_chain, read_json, run_job, run_module
+from conftest import exception_chain, read_json, run_job
 
 from kdlightning.job.run import TASKS, check_task
 from kdlightning.models import MLP
@@ -129,36 +129,3 @@ def test_check_task() -> None:
     assert [check_task(t) for t in TASKS] == list(TASKS)
     with pytest.raises(ValueError, match=r"unknown task 'clasify'.*task=classify"):
         check_task("clasify")
-
-
-@pytest.mark.slow
-def test_cli_prints_the_table_writes_results_and_fails_clearly(tmp_path: Path) -> None:
-    """The real command line (``@hydra.main``): printing, files, exit status, one process.
-
-    A sweep of a bad job and a good one: the bad one stops with a clear message and leaves
-    failed.json for the sweep report; the sweep goes on, and the good one prints its table and
-    writes its results; the command exits non-zero. (Single runs through the CLI:
-    test_ddp.py's torchrun run, test_gpu_check.py.)
-    """
-    sweep = tmp_path / "sweep"
-    proc = run_module(
-        "kdlightning.train", "-m", *FAST, "data.batch_size=0,64", f"hydra.sweep.dir={sweep}",
-        f"paths.log_dir={tmp_path}", check=False,
-    )  # fmt: skip
-    assert proc.returncode != 0, proc.stdout[-3000:]
-    assert "data.batch_size=0 must be >= 1" in proc.stderr, proc.stderr[-3000:]
-    # job 0: a trace for the sweep report, and no results
-    failed = read_json(sweep / "0" / "failed.json")
-    assert "data.batch_size=0 must be >= 1" in failed["error"], failed
-    assert not (sweep / "0" / "results.json").exists()
-    # job 1: the table on stdout, results.json and Hydra's record of the job
-    results = read_json(sweep / "1" / "results.json")
-    assert set(ROLES) <= set(results)
-    for label in ("teacher", "student alone", "distilled student", "compression", "speed-up"):
-        assert label in proc.stdout
-    assert f"results: {sweep / '1' / 'results.json'}" in proc.stdout
-    assert (sweep / "1" / ".hydra" / "config.yaml").is_file()
-    assert not (sweep / "1" / "failed.json").exists()
-    # last.ckpt is saved every epoch as a full checkpoint, said explicitly: no Lightning line
-    # "`weights_only` was not set, defaulting to `False`." after each epoch
-    assert "was not set, defaulting" not in proc.stdout + proc.stderr
