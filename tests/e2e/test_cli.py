@@ -15,7 +15,7 @@ import pytest
 from conftest import run_module
 from test_user_commands import only_child, user_checkout, user_env
 
-ROLES = ("teacher", "baseline", "distilled")
+ROLES = ("teacher", "baseline", "distilled")  # the job's stages: results.json keys, bar names
 
 pytestmark = pytest.mark.slow
 
@@ -154,7 +154,7 @@ def test_a_sweep_counts_its_jobs_goes_on_after_a_mistake_and_ends_in_one_line(
     # "`weights_only` was not set, defaulting to `False`." after each epoch
     assert "was not set, defaulting" not in out
     # the progress bar names whole stages; the routine noise is gone
-    for stage in ("teacher", "baseline", "distilled"):
+    for stage in ROLES:
         assert f"v_num: {stage}" in proc.stdout, proc.stdout[-3000:]
     assert "litlogger" not in out
     assert "No CUDA runtime is found" not in out

@@ -167,16 +167,17 @@ def test_fashion_mnist_full_composes_the_chosen_recipe() -> None:
     assert (ff.kd.method, ff.kd.temperature, ff.kd.alpha) == ("kd", 2.0, 0.6)
     assert (ff.kd.teacher_logits, ff.kd.mix, ff.trainer.max_epochs) == ("auto", "none", 100)
     # consistent teaching, one override away: the teacher's logits then come online
+    from types import SimpleNamespace
+
     from kdlightning.job.tasks.image import teacher_logits_mode
 
-    class Data:  # what teacher_logits_mode reads of a data module
-        augments = False
+    def data(cfg):  # what teacher_logits_mode reads of a data module
+        return SimpleNamespace(augments=bool(cfg.data.augment))
 
-    assert teacher_logits_mode(ff, Data()) == "cached"
+    assert teacher_logits_mode(ff, data(ff)) == "cached"
     for override in ("data.augment=true", "kd.mix=mixup"):
         cfg = composed("experiment=fashion_mnist_full", override)
-        Data.augments = bool(cfg.data.augment)
-        assert teacher_logits_mode(cfg, Data()) == "online", override
+        assert teacher_logits_mode(cfg, data(cfg)) == "online", override
     # student=cnn replaces the MLP student whole (no hidden_sizes left over for SmallCNN)
     cnn = composed("experiment=fashion_mnist_full", "student=cnn")
     assert OmegaConf.to_container(cnn.student.model) == {

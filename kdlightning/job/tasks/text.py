@@ -235,8 +235,9 @@ class TextTask(Task):
         teacher, dm = job.teacher, job.dm
         # Memory-mapped from a safetensors entry: the DDP processes of a node share its pages
         # instead of each loading its own copy (on a GPU the buffers still move to the device).
-        compute = lambda: compute_topk(teacher, dm, k)  # noqa: E731
-        topk, info = job.cache.tensors("lm_topk", key, compute, mmap=True)
+        topk, info = job.cache.tensors(
+            "lm_topk", key, lambda: compute_topk(teacher, dm, k), mmap=True
+        )
         sizes = {split: len(dm.sets[split]) for split in dm.sets}
         check_logit_rows(topk, sizes, info.get("entry", "the teacher top-k cache"))
         seconds = time.perf_counter() - start
