@@ -15,30 +15,39 @@ In one process, on the same models, batches and threads, it times N optimizer st
 - ``alone``: ``ClassifierModule`` through Lightning (the student-alone stage);
 - ``online`` / ``cached``: ``DistillationModule``, the teacher run on every batch / its logits
   computed once and looked up by index, on the DataLoader (``data.on_device=false``) and on the
-  whole-tensor batches of ``kdlightning.data.fast`` (``fast``; ``data.on_device=auto``).
+  whole-tensor batches of ``kdlightning.data.fast`` (``fast``; ``data.on_device=auto``);
+- ``cached (fast), bar``: the same with a progress bar on, as a user runs the job: Lightning's
+  default bar (Rich when installed, else tqdm redrawn every batch) and the job's
+  (``conf/callbacks/default.yaml``'s ``progress_bar``), each writing to a file as when the
+  output is piped (a terminal only adds drawing).
 
-Each run's fixed start-up (Trainer, fit set-up, first batches) is reported apart from its
-per-step time, timed from step ``--warmup`` on, as the process's CPU time (one thread: the work
-done, not the waits for a core on a shared machine; ``--clock wall`` for wall time). Rounds are
-interleaved (every variant once per round) and each variant's fastest round is kept, which
-filters out the noise of a shared machine. The ratios printed are the goals: cached (fast) /
-plain alone <= 2.0 for the MLP pair (issue 20; the floor is ``bare (tensors)``), and for the CNN
-pair online / plain KD <= 1.10 and cached / plain alone <= 1.15; cached minus bare (on the same
-batches) within 0.2 ms per step. That difference is then split: ``plain KD cached`` minus
-``plain alone`` is what the KD loss itself costs, with no framework; the rest is the module's
-own bookkeeping. The data are random tensors of Fashion-MNIST's shape (speed does not depend on
-pixel values).
+Each run's fixed start-up (Trainer, fit set-up, first batches) is reported apart from its per-step
+time, timed from step ``--warmup`` on, as the process's CPU time (one thread: the work done, not the
+waits for a core on a shared machine; ``--clock wall`` for wall time). Rounds are interleaved (every
+variant once per round) and each variant's fastest round is kept, which filters out the noise of a
+shared machine. The ratios printed are the goals: cached (fast) / plain alone <= 2.0 for the MLP
+pair (issue 20; the floor is ``bare (tensors)``), and for the CNN pair online / plain KD <= 1.10 and
+cached / plain alone <= 1.15; cached minus bare (on the same batches) within 0.2 ms per step. That
+difference is then split: ``plain KD cached`` minus ``plain alone`` is what the KD loss itself
+costs, with no framework; the rest is the module's own bookkeeping; the bar rows minus ``cached
+(fast)`` are what the bar adds. The data are random tensors of Fashion-MNIST's shape (speed does not
+depend on pixel values).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import tempfile
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -158,13 +167,26 @@ def plain(student: torch.nn.Module, teacher: torch.nn.Module | Tensor | None, dl
                 return
 
 
-def lightning(module: L.LightningModule, dl: Iterable, steps: int, clock: Clock) -> None:
+#: The job's progress bar: conf/callbacks/default.yaml's entry, as the job instantiates it.
+CALLBACKS_YAML = Path(__file__).resolve().parents[1] / "conf" / "callbacks" / "default.yaml"
+
+
+def job_bar() -> L.Callback:
+    return instantiate(OmegaConf.load(CALLBACKS_YAML).progress_bar)
+
+
+def lightning(module: L.LightningModule, dl: Iterable, steps: int, clock: Clock,
+              bar: str = "off") -> None:  # fmt: skip
+    """``bar``: ``off``, ``lightning`` (the Trainer's default bar) or ``job`` (:func:`job_bar`);
+    a bar writes to a temporary file (the bars write to stdout)."""
+    callbacks = [ClockCallback(clock), *([job_bar()] if bar == "job" else [])]
     trainer = L.Trainer(
         max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-        num_sanity_val_steps=0, callbacks=[ClockCallback(clock)],
+        enable_progress_bar=bar != "off", enable_model_summary=False, limit_val_batches=0,
+        num_sanity_val_steps=0, callbacks=callbacks,
     )  # fmt: skip
-    trainer.fit(module, train_dataloaders=dl)
+    with tempfile.TemporaryFile("w+") as out, contextlib.redirect_stdout(out):
+        trainer.fit(module, train_dataloaders=dl)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -228,6 +250,9 @@ def main(argv: list[str] | None = None) -> None:
         "cached (loader)": lambda c: lightning(kd(cached), loader(data, bs), n, c),
         "online (fast)": lambda c: lightning(kd(), fast(data, bs), n, c),
         "cached (fast)": lambda c: lightning(kd(cached), fast(data, bs), n, c),
+        "cached (fast), Lightning's bar": lambda c: lightning(kd(cached), fast(data, bs), n, c,
+                                                              "lightning"),
+        "cached (fast), job's bar": lambda c: lightning(kd(cached), fast(data, bs), n, c, "job"),
     }  # fmt: skip
     if args.pair == "mlp":  # the 128k teacher's forward is the whole online step: CNN pair only
         for name in ("plain KD", "online (loader)", "online (fast)"):
@@ -246,10 +271,10 @@ def main(argv: list[str] | None = None) -> None:
           f"({args.warmup} warm-up), batch: {bs}, rounds: {args.rounds} (fastest kept), "
           f"clock: {args.clock}, "
           f"wall {time.perf_counter() - started:.0f} s")  # fmt: skip
-    print(f"{'variant':18s} {'ms/step':>8s} {'x plain':>8s} {'start-up s':>10s}")
+    print(f"{'variant':30s} {'ms/step':>8s} {'x plain':>8s} {'start-up s':>10s}")
     ms = {name: 1000 * per_step for name, (_, per_step) in best.items()}
     for name, (startup, _) in best.items():
-        print(f"{name:18s} {ms[name]:8.3f} {ms[name] / ms['plain alone']:8.2f} {startup:10.3f}")
+        print(f"{name:30s} {ms[name]:8.3f} {ms[name] / ms['plain alone']:8.2f} {startup:10.3f}")
 
     def ratio(a: str, b: str, goal: str) -> None:
         print(f"{a + ' / ' + b:36s} = {ms[a] / ms[b]:.3f}x ({goal})")
@@ -269,6 +294,11 @@ def main(argv: list[str] | None = None) -> None:
     for path, bare in (("loader", "bare (loader)"), ("fast", "bare (fast)")):
         own = ms[f"cached ({path})"] - ms[bare] - loss_cost
         print(f"{'module own cost beyond the loss, ' + path:36s} = {own:+.3f} ms/step")
+    bar = {"lightning": type(L.Trainer(logger=False).progress_bar_callback).__name__,
+           "job": type(job_bar()).__name__}  # fmt: skip
+    for who, name in (("Lightning's", bar["lightning"]), ("job's", bar["job"])):
+        added = ms[f"cached (fast), {who} bar"] - ms["cached (fast)"]
+        print(f"{'progress bar, ' + who + ' (' + name + ')':36s} = {added:+.3f} ms/step")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from typing import Any
 import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.strategies import StrategyRegistry
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -155,10 +156,15 @@ def _entries(cfg: DictConfig, group: str) -> list[tuple[str, DictConfig]]:
 
 
 def make_callbacks(cfg: DictConfig, stage_dir: Path) -> list[L.Callback]:
-    """Instantiate ``cfg.callbacks``; callbacks with a ``dirpath`` write under the stage's dir."""
+    """Instantiate ``cfg.callbacks``; callbacks with a ``dirpath`` write under the stage's dir.
+
+    A progress bar entry (``callbacks.progress_bar``) is left out when
+    ``trainer.enable_progress_bar=false``: Lightning refuses a bar callback with the bar off."""
+    bar_off = not cfg.trainer.get("enable_progress_bar", True)
     return [
         instantiate(cb, **({"dirpath": str(stage_dir / "checkpoints")} if "dirpath" in cb else {}))
         for _, cb in _entries(cfg, "callbacks")
+        if not (bar_off and issubclass(get_class(str(cb._target_)), ProgressBar))
     ]
 
 

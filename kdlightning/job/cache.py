@@ -61,6 +61,7 @@ STAGE_INPUTS: dict[str, tuple[str, ...]] = {
 _IRRELEVANT = {
     "trainer": {"enable_progress_bar", "enable_model_summary", "log_every_n_steps"},
     "data": {"num_workers", "pin_memory", "on_device"},
+    "callbacks": {"progress_bar", "stage_in_progress_bar"},
 }
 
 # Data settings that change no sample's input, on top of _IRRELEVANT: the logits key skips them.

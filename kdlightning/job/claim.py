@@ -97,7 +97,9 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 #: Keys a resumed job may change: the switch itself, and how the job shows its progress.
 # eval.*: read by task=eval only (and absent from the config.yaml of runs before it)
-RESUME_MAY_CHANGE = ("resume", "trainer.enable_progress_bar", "eval.")
+RESUME_MAY_CHANGE = (
+    "resume", "trainer.enable_progress_bar", "callbacks.progress_bar", "eval.",
+)  # fmt: skip
 
 
 def check_resume_config(output_dir: Path, cfg: Any) -> None:

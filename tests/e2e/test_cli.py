@@ -155,7 +155,7 @@ def test_a_sweep_counts_its_jobs_goes_on_after_a_mistake_and_ends_in_one_line(
     assert "was not set, defaulting" not in out
     # the progress bar names whole stages; the routine noise is gone
     for stage in ROLES:
-        assert f"v_num: {stage}" in proc.stdout, proc.stdout[-3000:]
+        assert f"v_num={stage}" in proc.stdout, proc.stdout[-3000:]
     assert "litlogger" not in out
     assert "No CUDA runtime is found" not in out
     assert "INFO: " not in proc.stderr  # Lightning's lines once, in its own format

@@ -59,9 +59,10 @@ DDP_ON_CPU = (
 
 
 def test_ddp_with_the_progress_bar_on_runs_to_the_end(tmp_path: Path) -> None:
-    """docs/scaling_out.md's ``trainer=ddp`` on 2 CPU processes, the default Rich progress bar
-    on (with debug=fast): it read a lazily reduced metric on rank 0 only while rank 1 waited in
-    another collective, and hung."""
+    """docs/scaling_out.md's ``trainer=ddp`` on 2 CPU processes, the default progress bar on
+    (with debug=fast): Lightning's default bar (Rich) read a lazily reduced metric on rank 0
+    only while rank 1 waited in another collective, and hung. The job's bar (tqdm) reads the
+    metrics at each epoch's last batch at least, on rank 0 only, as Rich did."""
     (cmd,) = [c for c in documented_commands(REPO_ROOT) if c.text == DDP_ON_CPU]
     root = user_checkout(tmp_path)
     proc = run_module(

@@ -20,7 +20,8 @@ def test_overhead_prints_every_variant_and_splits_the_loss_from_the_module(
     ms = {m.group(1).strip(): float(m.group(2)) for m in row.finditer(out)}
     assert set(ms) == {
         "plain alone", "plain KD cached", "bare (loader)", "bare (tensors)", "bare (fast)",
-        "alone (loader)", "cached (loader)", "cached (fast)",
+        "alone (loader)", "cached (loader)", "cached (fast)", "cached (fast), Lightning's bar",
+        "cached (fast), job's bar",
     }, out  # fmt: skip
     assert all(v > 0 for v in ms.values()), out
     said = {m.group(1).strip(): float(m.group(2))
@@ -31,3 +32,9 @@ def test_overhead_prints_every_variant_and_splits_the_loss_from_the_module(
     for path in ("loader", "fast"):
         own = ms[f"cached ({path})"] - ms[f"bare ({path})"] - loss
         assert said[f"module own cost beyond the loss, {path}"] == pytest.approx(own, abs=3e-3)
+    # what a progress bar adds, each bar named: Lightning's default and the job's configured one
+    for who in ("Lightning's", "job's"):
+        (line,) = [k for k in said if k.startswith(f"progress bar, {who} (")]
+        added = ms[f"cached (fast), {who} bar"] - ms["cached (fast)"]
+        assert said[line] == pytest.approx(added, abs=3e-3)
+    assert "progress bar, job's (TQDMProgressBar)" in said, out

@@ -59,7 +59,8 @@ def default_key(stage: str) -> str:
     "override",
     ["kd.temperature=8", "kd.alpha=0.1", "kd.teacher_logits=online", "logger=tensorboard",
      "benchmark.repeats=7", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
-     "data.num_workers=2", "student=cnn", "baseline=false", "paths.log_dir=/elsewhere"],
+     "callbacks.progress_bar.refresh_rate=1", "callbacks.progress_bar=null", "data.num_workers=2",
+     "student=cnn", "baseline=false", "paths.log_dir=/elsewhere"],
 )  # fmt: skip
 def test_teacher_key_ignores_what_the_teacher_does_not_depend_on(override: str) -> None:
     assert cache_key(config(override), "teacher") == default_key("teacher")

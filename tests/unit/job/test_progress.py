@@ -12,13 +12,14 @@ import lightning as L
 import pytest
 import torch
 from conftest import compose
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from kdlightning.job import progress
+from kdlightning.job.build import make_callbacks, make_trainer
 from kdlightning.job.progress_bar import StageInProgressBar
 from kdlightning.job.tracking import drop_anonymous
 
@@ -92,6 +93,28 @@ def test_v_num_is_the_whole_stage_name(tmp_path: Path) -> None:
 
 def test_the_default_callbacks_include_it() -> None:
     assert compose([]).callbacks.stage_in_progress_bar._target_.endswith("StageInProgressBar")
+
+
+def _bars(tmp_path: Path, *overrides: str) -> tuple[list[L.Callback], L.Trainer]:
+    cfg = compose(["trainer.accelerator=cpu", "logger=none", *overrides])
+    trainer = make_trainer(cfg, "teacher", tmp_path)
+    return [c for c in make_callbacks(cfg, tmp_path) if isinstance(c, ProgressBar)], trainer
+
+
+def test_the_job_bar_redraws_every_20_batches_and_steps_aside_when_the_bar_is_off(
+    tmp_path: Path,
+) -> None:
+    (bar,), trainer = _bars(tmp_path)
+    assert type(bar) is TQDMProgressBar and bar.refresh_rate == 20
+    assert type(trainer.progress_bar_callback) is TQDMProgressBar  # not Lightning's Rich
+    (bar,), _ = _bars(tmp_path, "callbacks.progress_bar.refresh_rate=1")
+    assert bar.refresh_rate == 1
+    # Lightning refuses a bar callback with enable_progress_bar=False: the job leaves it out
+    bars, trainer = _bars(tmp_path, "trainer.enable_progress_bar=false")
+    assert bars == [] and trainer.progress_bar_callback is None
+    # null: Lightning chooses its own bar
+    bars, trainer = _bars(tmp_path, "callbacks.progress_bar=null")
+    assert bars == [] and trainer.progress_bar_callback is not None
 
 
 def test_limited_tells_a_run_on_part_of_the_data() -> None:

@@ -75,6 +75,10 @@ def test_resume_with_a_changed_setting_is_refused_naming_it(tmp_path: Path) -> N
         check_resume_config(out, cfg)
     same = compose([*FAST, f"paths.log_dir={tmp_path}", "baseline=false", "resume=true"], out)
     check_resume_config(out, same)  # the run's own settings: accepted
+    shown = compose([*FAST, f"paths.log_dir={tmp_path}", "baseline=false", "resume=true",
+                     "trainer.enable_progress_bar=false", "callbacks.progress_bar.refresh_rate=1"],
+                    out)  # fmt: skip
+    check_resume_config(out, shown)  # how the progress shows may change
     with pytest.raises(RunRefused, match=r"kd\.temperature"):
         train.run(cfg, out)
     assert not (out / "failed.json").exists()  # a refusal leaves the run as it was
