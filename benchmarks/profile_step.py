@@ -15,42 +15,18 @@ import argparse
 import cProfile
 import logging
 import pstats
+import sys
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdlightning.distill.modules import ClassifierModule, DistillationModule
-from kdlightning.models import MLP, SmallCNN
 
-
-class Bare(L.LightningModule):
-    """The floor: cross-entropy, no logging, no metrics."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
-        return F.cross_entropy(self.model(batch[0]), batch[1])
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.parameters(), lr=1e-3, weight_decay=1e-4)
-
-
-class Ready:
-    """Ready batches as one iterable (Lightning would take a plain list for several loaders)."""
-
-    def __init__(self, batches: list) -> None:
-        self.batches = batches
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(self.batches)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # overhead.py, beside this script
+from overhead import Bare, Ready, make_models
 
 
 def build(name: str, teacher: nn.Module, student: nn.Module, cached: Tensor) -> L.LightningModule:
@@ -70,21 +46,20 @@ def fit(module: L.LightningModule, batches: list, steps: int) -> None:
     trainer.fit(module, train_dataloaders=Ready(batches))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--module", choices=("bare", "classifier", "cached"), default="cached")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--top", type=int, default=20)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     g = torch.Generator().manual_seed(0)
     n, bs, shape = 8192, 128, (1, 28, 28)
     x, y = torch.randn(n, *shape, generator=g), torch.randint(0, 10, (n,), generator=g)
-    teacher = SmallCNN(10, shape, channels=[32, 64, 128], hidden=256).eval()
+    teacher, student = make_models("mlp", shape)  # CNN 128k -> MLP-16, as overhead.py --pair mlp
     with torch.no_grad():
         cached = torch.cat([teacher(x[i : i + 1024]) for i in range(0, n, 1024)])
     batches = [(x[i : i + bs], y[i : i + bs], torch.arange(i, i + bs)) for i in range(0, n, bs)]
-    student = MLP(10, shape, hidden_sizes=[16])
     fit(build(args.module, teacher, student, cached), batches, 50)  # warm-up, not profiled
     module = build(args.module, teacher, student, cached)
     profiler = cProfile.Profile()
@@ -99,7 +74,7 @@ def main() -> None:
     rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[: args.top]  # type: ignore[attr-defined]
     print(f"{'own us/step':>11} {'cum us/step':>11} {'calls/step':>10}  function")
     for (file, line, func), (_, calls, own, cum, _) in rows:
-        where = file.split("site-packages/")[-1].split("wt-perf/")[-1]
+        where = file.split("site-packages/")[-1].removeprefix(str(Path.cwd()) + "/")
         print(f"{1e6 * own / args.steps:11.1f} {1e6 * cum / args.steps:11.1f} "
               f"{calls / args.steps:10.1f}  {func} ({where}:{line})")  # fmt: skip
 

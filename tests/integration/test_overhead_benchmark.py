@@ -38,3 +38,16 @@ def test_overhead_prints_every_variant_and_splits_the_loss_from_the_module(
         added = ms[f"cached (fast), {who} bar"] - ms["cached (fast)"]
         assert said[line] == pytest.approx(added, abs=3e-3)
     assert "progress bar, job's (TQDMProgressBar)" in said, out
+
+
+def test_profile_step_prints_the_functions_with_the_most_own_time(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    profile = benchmark_script("profile_step")  # it takes Bare and the models from overhead.py
+    with kept_environ():
+        profile.main(["--module", "cached", "--steps", "20", "--top", "5"])
+    head, columns, *rows = capsys.readouterr().out.strip().splitlines()
+    assert head.startswith("cached: ") and "ms/step under cProfile (20 steps" in head
+    assert columns.split()[-1] == "function" and len(rows) == 5
+    own = [float(row.split()[0]) for row in rows]
+    assert own == sorted(own, reverse=True) and own[0] > 0
