@@ -32,6 +32,10 @@ difference is then split: ``plain KD cached`` minus ``plain alone`` is what the 
 costs, with no framework; the rest is the module's own bookkeeping; the bar rows minus ``cached
 (fast)`` are what the bar adds. The data are random tensors of Fashion-MNIST's shape (speed does not
 depend on pixel values).
+
+As in the job, torch's NVML probe is skipped on a machine without the NVIDIA driver
+(:mod:`kdlightning.job.nvml`: Lightning's import asks for it, and it costs ~70 µs on every AdamW
+step there); ``--nvml-probe keep`` times every variant with it, as before that change.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from kdlightning.data.base import EpochShuffler, IndexedTensors, batch_as_is
 from kdlightning.data.fast import TensorBatches
 from kdlightning.distill.functional import distillation_loss
 from kdlightning.distill.modules import ClassifierModule, DistillationModule
+from kdlightning.job.nvml import skip_nvml_probe_without_driver
 from kdlightning.models import MLP, SmallCNN
 
 
@@ -208,7 +213,10 @@ def main(argv: list[str] | None = None) -> None:
         default="cnn",
         help="cnn: CNN 33k -> CNN 2.1k; mlp: CNN 128k -> MLP 12.7k",
     )
+    parser.add_argument("--nvml-probe", choices=("skip", "keep"), default="skip",
+                        help="skip: as the job does where no NVIDIA driver is")  # fmt: skip
     args = parser.parse_args(argv)
+    skipped = args.nvml_probe == "skip" and skip_nvml_probe_without_driver()
     import logging
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -269,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
             best[name] = (min(best[name][0], startup), min(best[name][1], per_step))
     print(f"pair: {args.pair}, threads: {torch.get_num_threads()}, steps: {n} "
           f"({args.warmup} warm-up), batch: {bs}, rounds: {args.rounds} (fastest kept), "
-          f"clock: {args.clock}, "
+          f"clock: {args.clock}, NVML probe: {'skipped' if skipped else 'as Lightning set it'}, "
           f"wall {time.perf_counter() - started:.0f} s")  # fmt: skip
     print(f"{'variant':30s} {'ms/step':>8s} {'x plain':>8s} {'start-up s':>10s}")
     ms = {name: 1000 * per_step for name, (_, per_step) in best.items()}

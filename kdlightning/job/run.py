@@ -43,6 +43,7 @@ from kdlightning.job import results as results_io
 from kdlightning.job.cache import StageCache
 from kdlightning.job.config import check_config
 from kdlightning.job.distributed import is_global_zero, job_scope, kill_children
+from kdlightning.job.nvml import skip_nvml_probe_without_driver
 from kdlightning.job.precheck import TASKS, check_task  # noqa: F401  (TASKS: kdlightning.train)
 from kdlightning.job.resolvers import register_resolvers
 from kdlightning.job.signals import Interrupted, on_signals, signal_of
@@ -64,6 +65,7 @@ def run(cfg: DictConfig, output_dir: Path, trainers: list | None = None) -> dict
     children); pass the list ``job_scope`` yields, or nothing outside a Hydra job.
     """
     task_name = check_task(cfg.get("task", "distill"))
+    skip_nvml_probe_without_driver()  # Lightning is imported by now: it sets the variable
     if task_name == "eval":  # nothing trains: a finished run's model scored again
         return evaluate_job(cfg, output_dir)
     check_config(cfg)
