@@ -164,8 +164,15 @@ def make_callbacks(cfg: DictConfig, stage_dir: Path) -> list[L.Callback]:
     return [
         instantiate(cb, **({"dirpath": str(stage_dir / "checkpoints")} if "dirpath" in cb else {}))
         for _, cb in _entries(cfg, "callbacks")
-        if not (bar_off and issubclass(get_class(str(cb._target_)), ProgressBar))
+        if not (bar_off and _is_progress_bar(cb))
     ]
+
+
+def _is_progress_bar(entry: DictConfig) -> bool:
+    try:
+        return issubclass(get_class(str(entry._target_)), ProgressBar)
+    except Exception:  # a _target_ that does not import: instantiate() reports it, as for any
+        return False
 
 
 def make_loggers(cfg: DictConfig, stage: str) -> list[Any]:

@@ -12,6 +12,7 @@ import lightning as L
 import pytest
 import torch
 from conftest import compose
+from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import OmegaConf
@@ -115,6 +116,10 @@ def test_the_job_bar_redraws_every_20_batches_and_steps_aside_when_the_bar_is_of
     # null: Lightning chooses its own bar
     bars, trainer = _bars(tmp_path, "callbacks.progress_bar=null")
     assert bars == [] and trainer.progress_bar_callback is not None
+    # with the bar off, a callback whose _target_ does not import fails as it does with it on
+    cfg = compose(["trainer.enable_progress_bar=false", "+callbacks.mine._target_=no.such.Cb"])
+    with pytest.raises(InstantiationException, match=r"no\.such\.Cb"):
+        make_callbacks(cfg, tmp_path)
 
 
 def test_limited_tells_a_run_on_part_of_the_data() -> None:
