@@ -160,19 +160,13 @@ def make_callbacks(cfg: DictConfig, stage_dir: Path) -> list[L.Callback]:
 
     A progress bar entry (``callbacks.progress_bar``) is left out when
     ``trainer.enable_progress_bar=false``: Lightning refuses a bar callback with the bar off."""
-    bar_off = not cfg.trainer.get("enable_progress_bar", True)
-    return [
+    callbacks = [
         instantiate(cb, **({"dirpath": str(stage_dir / "checkpoints")} if "dirpath" in cb else {}))
         for _, cb in _entries(cfg, "callbacks")
-        if not (bar_off and _is_progress_bar(cb))
     ]
-
-
-def _is_progress_bar(entry: DictConfig) -> bool:
-    try:
-        return issubclass(get_class(str(entry._target_)), ProgressBar)
-    except Exception:  # a _target_ that does not import: instantiate() reports it, as for any
-        return False
+    if cfg.trainer.get("enable_progress_bar", True):
+        return callbacks
+    return [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
 
 
 def make_loggers(cfg: DictConfig, stage: str) -> list[Any]:
